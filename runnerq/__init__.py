@@ -1,0 +1,76 @@
+"""runnerq: a Redis-backed activity queue and worker engine.
+
+Enqueue with an ``ActivityClient`` (or an engine's ``get_activity_executor()``), run handlers
+with a ``WorkerEngine``, await results through ``ActivityFuture``.
+"""
+
+from .client import ActivityBuilder, ActivityClient
+from .config import BackoffPolicy, QueueSettings, RedisConfig, WorkerSettings
+from .context import ActivityContext, CancelToken
+from .engine import WorkerEngine, WorkerEngineBuilder
+from .errors import (
+    ActivityCancelledError,
+    ActivityDeadLetteredError,
+    ActivityError,
+    ActivityNotFoundError,
+    ActivityTimedOutError,
+    ConfigurationError,
+    DuplicateHandlerError,
+    NonRetryableError,
+    RedisUnavailableError,
+    ResultTimeoutError,
+    RetryableError,
+    RunnerQError,
+    SerializationError,
+    WorkerError,
+    non_retryable,
+)
+from .future import ActivityFuture
+from .handler import ActivityHandler
+from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics
+from .options import ActivityOption
+from .priority import ActivityPriority
+from .record import DeadLetterEntry
+from .stats import QueueStats
+
+ActivityExecutor = ActivityClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityBuilder",
+    "ActivityCancelledError",
+    "ActivityClient",
+    "ActivityContext",
+    "ActivityDeadLetteredError",
+    "ActivityError",
+    "ActivityExecutor",
+    "ActivityFuture",
+    "ActivityHandler",
+    "ActivityNotFoundError",
+    "ActivityOption",
+    "ActivityPriority",
+    "ActivityTimedOutError",
+    "BackoffPolicy",
+    "CancelToken",
+    "ConfigurationError",
+    "DeadLetterEntry",
+    "DuplicateHandlerError",
+    "InMemoryMetrics",
+    "MetricsSink",
+    "NonRetryableError",
+    "NoopMetrics",
+    "QueueSettings",
+    "QueueStats",
+    "RedisConfig",
+    "RedisUnavailableError",
+    "ResultTimeoutError",
+    "RetryableError",
+    "RunnerQError",
+    "SerializationError",
+    "WorkerEngine",
+    "WorkerEngineBuilder",
+    "WorkerError",
+    "WorkerSettings",
+    "non_retryable",
+]

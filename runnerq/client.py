@@ -1,0 +1,265 @@
+"""``ActivityClient``: enqueue activities and await their results, with no worker attached.
+
+Creating one is cheap (no connection is opened until first use), so app code anywhere in a
+cluster can make one per process and share it. ``WorkerEngine.get_activity_executor()``
+returns the engine's own client, so handlers can enqueue follow-up activities.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+
+from .batching import Coalescer
+from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL, QueueSettings, RedisConfig
+from .connection import connect, translate_errors, warm_up
+from .errors import ConfigurationError
+from .future import ActivityFuture
+from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
+from .options import ActivityOption
+from .priority import ActivityPriority
+from .record import ActivityRecord, DeadLetterEntry, encode_json
+from .results import ResultListener
+from .scripts import Scripts
+from .stats import QueueStats
+from .store import EnqueueItem, QueueStore
+
+__all__ = ["ActivityBuilder", "ActivityClient"]
+
+_ENQUEUE_BATCH = 1000
+
+
+class ActivityClient:
+    """Enqueue into one queue, await results, read stats, manage the dead-letter queue."""
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        queue_name: str = DEFAULT_QUEUE,
+        *,
+        redis_config: RedisConfig | None = None,
+        queue_settings: QueueSettings | None = None,
+        metrics: MetricsSink | None = None,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
+        self.settings = queue_settings or QueueSettings(name=queue_name)
+        self.redis_url = redis_url
+        self.redis_config = redis_config or RedisConfig()
+        self._owns_redis = redis is None
+        self.redis = redis if redis is not None else connect(redis_url, self.redis_config)
+        self.store = QueueStore(self.redis, self.settings, Scripts(self.redis))
+        self.metrics: MetricsSink = metrics or NoopMetrics()
+        self._results = ResultListener(self.store, self.redis_config.conn_timeout)
+        self._enqueuer: Coalescer[EnqueueItem, tuple[str, bool]] = Coalescer(
+            self._enqueue_batch, _ENQUEUE_BATCH
+        )
+
+    @classmethod
+    def from_url(cls, url: str = DEFAULT_REDIS_URL, queue: str = DEFAULT_QUEUE, **kw: Any) -> Self:
+        return cls(url, queue, **kw)
+
+    @property
+    def queue_name(self) -> str:
+        return self.settings.name
+
+    async def connect(self) -> None:
+        """Check that Redis answers and open the pool's idle connections."""
+        await warm_up(self.redis, self.redis_url, self.redis_config.min_idle)
+
+    async def aclose(self) -> None:
+        await self._enqueuer.aclose()
+        await self._results.aclose()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- enqueueing --------------------------------------------------------------------
+
+    def activity(self, activity_type: str) -> ActivityBuilder:
+        """Start a fluent enqueue: ``client.activity("t").payload({...}).execute()``."""
+        return ActivityBuilder(self, activity_type)
+
+    async def execute_activity(
+        self, activity_type: str, payload: Any = None, options: ActivityOption | None = None
+    ) -> ActivityFuture:
+        """Enqueue one activity. Concurrent calls share round trips to Redis."""
+        item = self._prepare(activity_type, payload, options or ActivityOption())
+        async with translate_errors("cannot enqueue"):
+            activity_id, created = await self._enqueuer.submit(item)
+        return ActivityFuture(self, activity_id, created)
+
+    async def enqueue_many(
+        self, activities: Iterable[tuple[str, Any] | tuple[str, Any, ActivityOption | None]]
+    ) -> list[ActivityFuture]:
+        """Enqueue many activities in as few round trips as possible (bulk enqueue)."""
+        items = [
+            self._prepare(entry[0], entry[1], (entry[2] if len(entry) > 2 else None) or _NO_OPTIONS)
+            for entry in activities
+        ]
+        futures: list[ActivityFuture] = []
+        async with translate_errors("cannot enqueue"):
+            for start in range(0, len(items), _ENQUEUE_BATCH):
+                done = await self._enqueue_batch(items[start : start + _ENQUEUE_BATCH])
+                futures += [ActivityFuture(self, i, created) for i, created in done]
+        return futures
+
+    async def _enqueue_batch(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
+        out = await self.store.enqueue(items)
+        self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for _, created in out if created))
+        return out
+
+    def _prepare(self, activity_type: str, payload: Any, options: ActivityOption) -> EnqueueItem:
+        if not isinstance(activity_type, str) or not activity_type:
+            raise ConfigurationError(
+                f"activity type must be a non-empty string, not {activity_type!r}"
+            )
+        payload_json = encode_json(payload, "payload", self.settings.max_payload_bytes)
+        record = ActivityRecord(
+            id=str(uuid.uuid4()),
+            activity_type=activity_type,
+            payload=None,
+            priority=options.priority,
+            max_retries=options.max_retries,
+            timeout=options.timeout,
+            metadata=options.metadata,
+            created_at=time.time(),
+            idempotency_key=options.idempotency_key,
+        )
+        return EnqueueItem(
+            id=record.id,
+            record_json=record.encode(payload_json),
+            priority=options.priority,
+            delay=options.delay or 0.0,
+            due_at=options.run_at.timestamp() if options.run_at is not None else None,
+            idempotency_key=options.idempotency_key,
+        )
+
+    # -- following up ------------------------------------------------------------------
+
+    def future(self, activity_id: str) -> ActivityFuture:
+        """A handle for an activity enqueued elsewhere (by id)."""
+        return ActivityFuture(self, activity_id)
+
+    async def cancel(self, activity_id: str) -> bool:
+        """Cancel a pending, scheduled or running activity; False if it already finished."""
+        async with translate_errors("cannot cancel"):
+            return await self.store.cancel(activity_id) != 0
+
+    async def get_stats(self) -> QueueStats:
+        async with translate_errors("cannot read queue stats"):
+            return await self.store.stats()
+
+    # -- dead-letter queue -------------------------------------------------------------
+
+    async def dead_letters(self, offset: int = 0, limit: int = 100) -> list[DeadLetterEntry]:
+        async with translate_errors("cannot read the dead-letter queue"):
+            return await self.store.dead_letters(offset, limit)
+
+    async def requeue_dead_letter(self, activity_id: str) -> bool:
+        async with translate_errors("cannot requeue"):
+            return await self.store.requeue(activity_id)
+
+    async def requeue_all_dead_letters(self) -> int:
+        count = 0
+        while True:
+            entries = await self.dead_letters(0, 500)
+            moved = 0
+            for entry in entries:
+                if await self.requeue_dead_letter(entry.id):
+                    moved += 1
+            count += moved
+            if moved == 0:
+                return count
+
+    async def purge_dead_letters(self) -> int:
+        async with translate_errors("cannot purge the dead-letter queue"):
+            return await self.store.purge_dead()
+
+    # -- queue configuration -----------------------------------------------------------
+
+    async def get_queue_config(self) -> dict[str, str]:
+        async with translate_errors("cannot read the queue configuration"):
+            return await self.store.get_config()
+
+    async def set_queue_config(
+        self,
+        *,
+        paused: bool | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Set fields of the queue's configuration hash (the operator's job, usually)."""
+        values: dict[str, str | int | float | bool | None] = {}
+        if paused is not None:
+            values["paused"] = paused
+        if max_retries is not None:
+            values["max_retries"] = max_retries
+        if timeout is not None:
+            values["timeout"] = timeout
+        async with translate_errors("cannot write the queue configuration"):
+            await self.store.set_config(values)
+
+
+_NO_OPTIONS = ActivityOption()
+
+
+class ActivityBuilder:
+    """Fluent options for one activity; ``execute()`` enqueues it."""
+
+    __slots__ = ("_activity_type", "_client", "_options", "_payload")
+
+    def __init__(self, client: ActivityClient, activity_type: str) -> None:
+        self._client = client
+        self._activity_type = activity_type
+        self._payload: Any = None
+        self._options: dict[str, Any] = {}
+
+    def payload(self, payload: Any) -> Self:
+        self._payload = payload
+        return self
+
+    def priority(self, priority: ActivityPriority | str) -> Self:
+        self._options["priority"] = ActivityPriority.parse(priority)
+        return self
+
+    def max_retries(self, retries: int) -> Self:
+        self._options["max_retries"] = retries
+        return self
+
+    def timeout(self, seconds: float) -> Self:
+        self._options["timeout"] = seconds
+        return self
+
+    def delay(self, seconds: float) -> Self:
+        self._options["delay"] = seconds
+        return self
+
+    def run_at(self, when: dt.datetime) -> Self:
+        self._options["run_at"] = when
+        return self
+
+    def metadata(self, metadata: dict[str, Any]) -> Self:
+        self._options["metadata"] = dict(metadata)
+        return self
+
+    def idempotency_key(self, key: str) -> Self:
+        self._options["idempotency_key"] = key
+        return self
+
+    def options(self) -> ActivityOption:
+        return ActivityOption(**self._options)
+
+    async def execute(self) -> ActivityFuture:
+        return await self._client.execute_activity(
+            self._activity_type, self._payload, self.options()
+        )

@@ -1,0 +1,115 @@
+"""Connecting to Redis: the pool that applies ``RedisConfig``, and error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .config import RedisConfig
+from .errors import ConfigurationError, RedisUnavailableError
+
+__all__ = ["REDIS_ERRORS", "connect", "redact_url", "translate_errors", "warm_up"]
+
+# What a lost or refused connection looks like from redis-py (and the OS).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    rexc.ReadOnlyError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _LifecyclePool(BlockingConnectionPool):
+    """A blocking pool that also closes connections idle or alive for too long."""
+
+    idle_timeout: float | None = None
+    max_lifetime: float | None = None
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        now = time.monotonic()
+        born: float | None = getattr(connection, "_runnerq_born", None)
+        last: float | None = getattr(connection, "_runnerq_last", None)
+        stale = (
+            born is not None and self.max_lifetime is not None and now - born > self.max_lifetime
+        ) or (last is not None and self.idle_timeout is not None and now - last > self.idle_timeout)
+        if stale:
+            await connection.disconnect()
+            born = None
+        await super().ensure_connection(connection)
+        if born is None:
+            connection._runnerq_born = now  # type: ignore[attr-defined]
+
+    async def release(self, connection: AbstractConnection) -> None:
+        connection._runnerq_last = time.monotonic()  # type: ignore[attr-defined]
+        await super().release(connection)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aioredis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) on a pool that
+    follows ``config``. Nothing is opened until first use (see ``warm_up``)."""
+    config = config or RedisConfig()
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"unsupported Redis URL {redact_url(url)!r}: expected redis://, rediss:// or unix://"
+        )
+    try:
+        pool = _LifecyclePool.from_url(
+            url,
+            max_connections=config.max_size,
+            timeout=config.conn_timeout,
+            socket_connect_timeout=config.conn_timeout,
+            decode_responses=True,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+            **extra,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+    pool.idle_timeout = config.idle_timeout
+    pool.max_lifetime = config.max_lifetime
+    return aioredis.Redis.from_pool(pool)
+
+
+async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
+    """Check that Redis answers, and open ``min_idle`` connections ahead of need."""
+    async with translate_errors(f"cannot connect to Redis at {redact_url(url)}"):
+        await client.ping()
+        pool = client.connection_pool
+        held = [await pool.get_connection() for _ in range(max(0, min_idle - 1))]  # type: ignore[no-untyped-call]
+        for conn in held:
+            await pool.release(conn)
+
+
+@contextlib.asynccontextmanager
+async def translate_errors(what: str) -> AsyncIterator[None]:
+    """Turn redis-py's connection errors into ``RedisUnavailableError``."""
+    try:
+        yield
+    except rexc.AuthenticationError as exc:
+        raise RedisUnavailableError(f"{what}: authentication failed ({exc})") from exc
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailableError(f"{what}: {exc}") from exc

@@ -1,0 +1,60 @@
+"""What a handler gets besides its payload: ``ActivityContext`` and its ``CancelToken``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .priority import ActivityPriority
+
+if TYPE_CHECKING:
+    from .client import ActivityClient
+
+__all__ = ["ActivityContext", "CancelToken"]
+
+
+class CancelToken:
+    """Set when the activity is cancelled, its lease is lost, or the worker shuts down.
+
+    ``token.is_cancelled()`` to check, ``await token`` (or ``await token.wait()``) to wait.
+    The handler's task is cancelled as well; the token lets cleanup code find out why.
+    """
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason: str | None = None
+
+    def is_cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self._event.wait().__await__()
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityContext:
+    """The running activity's identity and options, and a way to enqueue more activities."""
+
+    activity_id: str
+    activity_type: str
+    retry_count: int
+    max_retries: int
+    priority: ActivityPriority
+    metadata: dict[str, Any]
+    activity_executor: ActivityClient
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_token.is_cancelled()

@@ -1,0 +1,292 @@
+"""``WorkerEngine``: handlers + a worker + a client for one queue, and its builder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import replace
+from typing import Any, Self, TypeVar
+
+from .client import ActivityClient
+from .config import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_LEASE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_QUEUE,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SCHEDULE_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_TIMEOUT,
+    BackoffPolicy,
+    QueueSettings,
+    RedisConfig,
+    WorkerSettings,
+)
+from .errors import ConfigurationError
+from .handler import ActivityHandler, HandlerFunc, HandlerRegistry
+from .metrics import MetricsSink, NoopMetrics
+from .stats import QueueStats
+from .worker import Worker
+
+__all__ = ["WorkerEngine", "WorkerEngineBuilder"]
+
+log = logging.getLogger("runnerq.engine")
+
+F = TypeVar("F", bound=HandlerFunc)
+
+
+class WorkerEngine:
+    """Runs the registered handlers for one queue.
+
+    ``WorkerEngine(...)`` opens nothing; ``await engine.connect()`` (or
+    ``await WorkerEngine.builder()...build()``) checks that Redis answers;
+    ``await engine.start()`` runs until ``await engine.stop()``, SIGTERM or SIGINT.
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        queue_name: str = DEFAULT_QUEUE,
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        schedule_poll_interval: float = DEFAULT_SCHEDULE_POLL_INTERVAL,
+        lease_duration: float = DEFAULT_LEASE,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        default_max_retries: int = DEFAULT_MAX_RETRIES,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        backoff: BackoffPolicy | None = None,
+        redis_config: RedisConfig | None = None,
+        queue_settings: QueueSettings | None = None,
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        self.redis_url = redis_url
+        self.redis_config = redis_config or RedisConfig()
+        self.queue_settings = (
+            replace(queue_settings, name=queue_name)
+            if queue_settings is not None and queue_name != DEFAULT_QUEUE
+            else queue_settings or QueueSettings(name=queue_name)
+        )
+        self.worker_settings = WorkerSettings(
+            max_workers=max_workers,
+            schedule_poll_interval=schedule_poll_interval,
+            lease_duration=lease_duration,
+            heartbeat_interval=heartbeat_interval,
+            shutdown_grace=shutdown_grace,
+            default_max_retries=default_max_retries,
+            default_timeout=default_timeout,
+            backoff=backoff or BackoffPolicy(),
+        )
+        self.metrics: MetricsSink = metrics or NoopMetrics()
+        self.registry = HandlerRegistry()
+        self._client: ActivityClient | None = None
+        self._worker: Worker | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+
+    @staticmethod
+    def builder() -> WorkerEngineBuilder:
+        return WorkerEngineBuilder()
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue_settings.name
+
+    def configure(self, **changes: Any) -> None:
+        """Change connection or worker settings before the engine connects (the CLI's
+        ``--redis-url``, ``--queue`` and ``--max-workers`` use this)."""
+        if self._client is not None:
+            raise ConfigurationError("configure() must come before the engine connects")
+        for name, value in changes.items():
+            if name == "redis_url":
+                self.redis_url = value
+            elif name == "queue_name":
+                self.queue_settings = replace(self.queue_settings, name=value)
+            elif name in WorkerSettings.__dataclass_fields__:
+                self.worker_settings = replace(self.worker_settings, **{name: value})
+            else:
+                raise ConfigurationError(f"unknown engine setting {name!r}")
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def register_activity(
+        self,
+        activity_type: str | ActivityHandler,
+        handler: ActivityHandler | HandlerFunc | None = None,
+    ) -> None:
+        """Register a handler object or async function for an activity type."""
+        self.registry.register(activity_type, handler)
+
+    def activity(self, activity_type: str) -> Callable[[F], F]:
+        """Decorator registering an async function ``(payload, ctx)`` as a handler."""
+
+        def decorate(func: F) -> F:
+            self.registry.register(activity_type, func)
+            return func
+
+        return decorate
+
+    # -- connection --------------------------------------------------------------------
+
+    @property
+    def client(self) -> ActivityClient:
+        if self._client is None:
+            self._client = ActivityClient(
+                self.redis_url,
+                self.queue_settings.name,
+                redis_config=self.redis_config,
+                queue_settings=self.queue_settings,
+                metrics=self.metrics,
+            )
+        return self._client
+
+    async def connect(self) -> Self:
+        """Check that Redis answers (raises ``RedisUnavailableError`` if not)."""
+        await self.client.connect()
+        return self
+
+    def get_activity_executor(self) -> ActivityClient:
+        """The client handlers and app code use to enqueue and await activities."""
+        return self.client
+
+    async def get_stats(self) -> QueueStats:
+        return await self.client.get_stats()
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._worker
+
+    # -- running -----------------------------------------------------------------------
+
+    async def start(self, *, install_signal_handlers: bool = True) -> None:
+        """Run until ``stop()`` or SIGTERM/SIGINT, then shut down gracefully."""
+        if self._stop_requested is not None:
+            raise RuntimeError("this engine is already running")
+        await self.connect()
+        worker = Worker(self.client, self.registry, self.worker_settings, self.metrics)
+        await worker.prime()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._worker = worker
+        worker.start()
+        log.info(
+            "worker %s running queue %s with %d slots and handlers: %s",
+            worker.worker_id,
+            self.queue_name,
+            self.worker_settings.max_workers,
+            ", ".join(self.registry) or "(none)",
+        )
+        with self._signals(install_signal_handlers):
+            try:
+                await self._stop_requested.wait()
+            finally:
+                await worker.stop()
+                self._stop_requested = None
+                self._stopped.set()
+                log.info("worker %s stopped", worker.worker_id)
+
+    @contextlib.contextmanager
+    def _signals(self, install: bool) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if install and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: shutting down gracefully", sig.name)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Ask a running engine to shut down, and wait until it has."""
+        self.request_stop()
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def aclose(self) -> None:
+        """Close the engine's connections (after it stopped)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class WorkerEngineBuilder:
+    """Fluent construction; ``await builder.build()`` returns a connected engine."""
+
+    def __init__(self) -> None:
+        self._kwargs: dict[str, Any] = {}
+
+    def _set(self, name: str, value: Any) -> Self:
+        self._kwargs[name] = value
+        return self
+
+    def redis_url(self, url: str) -> Self:
+        return self._set("redis_url", url)
+
+    def queue_name(self, name: str) -> Self:
+        return self._set("queue_name", name)
+
+    def max_workers(self, n: int) -> Self:
+        return self._set("max_workers", n)
+
+    def schedule_poll_interval(self, seconds: float) -> Self:
+        return self._set("schedule_poll_interval", seconds)
+
+    def lease_duration(self, seconds: float) -> Self:
+        return self._set("lease_duration", seconds)
+
+    def heartbeat_interval(self, seconds: float) -> Self:
+        return self._set("heartbeat_interval", seconds)
+
+    def shutdown_grace(self, seconds: float) -> Self:
+        return self._set("shutdown_grace", seconds)
+
+    def default_max_retries(self, n: int) -> Self:
+        return self._set("default_max_retries", n)
+
+    def default_timeout(self, seconds: float) -> Self:
+        return self._set("default_timeout", seconds)
+
+    def backoff(
+        self, base: float = 1.0, factor: float = 2.0, cap: float = 300.0, jitter: float = 0.5
+    ) -> Self:
+        return self._set("backoff", BackoffPolicy(base, factor, cap, jitter))
+
+    def redis_config(self, config: RedisConfig) -> Self:
+        return self._set("redis_config", config)
+
+    def queue_settings(self, settings: QueueSettings) -> Self:
+        return self._set("queue_settings", settings)
+
+    def metrics(self, sink: MetricsSink) -> Self:
+        return self._set("metrics", sink)
+
+    def engine(self) -> WorkerEngine:
+        """The engine, not yet connected."""
+        return WorkerEngine(**self._kwargs)
+
+    async def build(self) -> WorkerEngine:
+        """The engine, connected: fails with ``RedisUnavailableError`` if Redis is unreachable."""
+        engine = self.engine()
+        try:
+            await engine.connect()
+        except BaseException:
+            await engine.aclose()
+            raise
+        return engine

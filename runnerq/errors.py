@@ -1,0 +1,171 @@
+"""Every exception runnerq raises, in one tree.
+
+::
+
+    RunnerQError
+    ├── ConfigurationError          bad settings, URL or registration (also a ValueError)
+    │   └── DuplicateHandlerError   a second handler for one activity type
+    ├── SerializationError          a payload or result that is not JSON, or too large
+    ├── RedisUnavailableError       Redis cannot be reached (connect refused, connection lost)
+    ├── ActivityNotFoundError       no activity with that id (never enqueued, or expired)
+    ├── WorkerError                 what awaiting an activity's result can raise
+    │   ├── ActivityDeadLetteredError   retries exhausted or a non-retryable error
+    │   │   └── ActivityTimedOutError   ... where the last attempt ran past its timeout
+    │   ├── ActivityCancelledError      cancelled before it finished
+    │   └── ResultTimeoutError          the caller's own wait ran out; the activity goes on
+    └── ActivityError               what handlers raise to steer retries
+        ├── RetryableError          try again later, with backoff (``ActivityError.retry``)
+        └── NonRetryableError       straight to the dead-letter queue (``ActivityError.non_retry``)
+
+How a handler's outcome maps to what happens next:
+
+=================================  ============================================
+handler                            outcome
+=================================  ============================================
+returns a JSON value (or ``None``)  completed; the value is the result
+raises ``RetryableError``          retried with backoff while retries remain
+raises any other exception         retried, like ``RetryableError``
+runs past its timeout              cancelled, counted as ``activity_timeout``, retried
+raises ``NonRetryableError``       dead-lettered at once
+returns something not JSON         dead-lettered at once (it would fail again)
+=================================  ============================================
+
+Callers never see redis-py's exceptions: they are translated at the boundary into
+``RedisUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+__all__ = [
+    "ActivityCancelledError",
+    "ActivityDeadLetteredError",
+    "ActivityError",
+    "ActivityNotFoundError",
+    "ActivityTimedOutError",
+    "ConfigurationError",
+    "DuplicateHandlerError",
+    "NonRetryableError",
+    "RedisUnavailableError",
+    "ResultTimeoutError",
+    "RetryableError",
+    "RunnerQError",
+    "SerializationError",
+    "WorkerError",
+    "non_retryable",
+]
+
+
+class RunnerQError(Exception):
+    """Base of every runnerq exception."""
+
+
+class ConfigurationError(RunnerQError, ValueError):
+    """Settings, a URL or a registration that cannot work."""
+
+
+class DuplicateHandlerError(ConfigurationError):
+    """A handler is already registered for this activity type."""
+
+
+class SerializationError(RunnerQError, ValueError):
+    """A payload, result or metadata that is not JSON, or larger than the configured limit."""
+
+
+class RedisUnavailableError(RunnerQError, ConnectionError):
+    """Redis could not be reached, or the connection was lost mid-command."""
+
+
+class ActivityNotFoundError(RunnerQError, LookupError):
+    """No activity with this id exists: it was never enqueued, or its result expired."""
+
+    def __init__(self, activity_id: str) -> None:
+        super().__init__(f"no activity {activity_id!r} (never enqueued, or its result expired)")
+        self.activity_id = activity_id
+
+
+class WorkerError(RunnerQError):
+    """An activity did not complete. Raised by ``ActivityFuture.get_result``."""
+
+    def __init__(self, activity_id: str, message: str) -> None:
+        super().__init__(message)
+        self.activity_id = activity_id
+
+
+class ActivityDeadLetteredError(WorkerError):
+    """The activity is in the dead-letter queue; ``last_error`` says why."""
+
+    def __init__(self, activity_id: str, last_error: str, reason: str = "failed") -> None:
+        super().__init__(
+            activity_id, f"activity {activity_id} dead-lettered ({reason}): {last_error}"
+        )
+        self.last_error = last_error
+        self.reason = reason
+
+
+class ActivityTimedOutError(ActivityDeadLetteredError):
+    """The activity was dead-lettered after its last attempt ran past its timeout."""
+
+
+class ActivityCancelledError(WorkerError):
+    """The activity was cancelled before it finished."""
+
+    def __init__(self, activity_id: str) -> None:
+        super().__init__(activity_id, f"activity {activity_id} was cancelled")
+
+
+class ResultTimeoutError(WorkerError, TimeoutError):
+    """Waiting for the result took longer than the caller allowed; the activity goes on."""
+
+    def __init__(self, activity_id: str, waited: float) -> None:
+        super().__init__(activity_id, f"no result for activity {activity_id} within {waited:g}s")
+        self.waited = waited
+
+
+class ActivityError(Exception):
+    """Raised by handlers to say whether a failure is worth retrying.
+
+    ``raise ActivityError.retry("upstream busy")`` or
+    ``raise ActivityError.non_retry("no such customer")``.
+    """
+
+    retryable: bool = True
+
+    @staticmethod
+    def retry(message: str) -> RetryableError:
+        return RetryableError(message)
+
+    @staticmethod
+    def non_retry(message: str) -> NonRetryableError:
+        return NonRetryableError(message)
+
+
+class RetryableError(ActivityError):
+    """A failure that may pass: the activity is retried with backoff while retries remain."""
+
+    retryable = True
+
+
+class NonRetryableError(ActivityError):
+    """A failure that will not pass by retrying: the activity is dead-lettered at once."""
+
+    retryable = False
+
+
+@contextlib.contextmanager
+def non_retryable(what: str = "invalid payload") -> Iterator[None]:
+    """Turn any exception inside the block into a ``NonRetryableError``.
+
+    The one-line way to say that a payload which does not parse will never parse::
+
+        with non_retryable():
+            order = Order(**payload)
+    """
+    try:
+        yield
+    except ActivityError:
+        raise
+    except Exception as exc:
+        raise NonRetryableError(f"{what}: {type(exc).__name__}: {exc}") from exc

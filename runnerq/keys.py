@@ -1,0 +1,82 @@
+"""Every Redis key and channel name of a queue, built in this one place.
+
+All of a queue's keys carry the hash tag ``{<queue>}``, so that in Redis Cluster one queue
+lives in one slot and its scripts can touch all of its keys atomically.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError
+
+__all__ = ["KEY_PREFIX", "QueueKeys", "validate_queue_name"]
+
+KEY_PREFIX = "runnerq"
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+def validate_queue_name(name: str) -> str:
+    """Queue names are 1-200 characters of letters, digits and ``. _ : -``.
+
+    Braces are refused: they would break the hash tag.
+    """
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid queue name {name!r}: use 1-200 letters, digits, '.', '_', ':' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Names of one queue's keys. ``QueueKeys("emails").ready == "runnerq:{emails}:ready"``."""
+
+    queue: str
+    base: str = field(init=False)
+    jobs: str = field(init=False)
+    ready: str = field(init=False)
+    scheduled: str = field(init=False)
+    inflight: str = field(init=False)
+    leases: str = field(init=False)
+    dead: str = field(init=False)
+    dlq: str = field(init=False)
+    done: str = field(init=False)
+    stats: str = field(init=False)
+    config: str = field(init=False)
+    notify: str = field(init=False)
+    seq: str = field(init=False)
+    workers: str = field(init=False)
+    done_channel: str = field(init=False)
+    cancel_channel: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+        base = f"{KEY_PREFIX}:{{{self.queue}}}:"
+        for name in (
+            "jobs",
+            "ready",
+            "scheduled",
+            "inflight",
+            "leases",
+            "dead",
+            "dlq",
+            "done",
+            "stats",
+            "config",
+            "notify",
+            "seq",
+            "workers",
+        ):
+            object.__setattr__(self, name, base + name)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "done_channel", base + "events:done")
+        object.__setattr__(self, "cancel_channel", base + "events:cancel")
+
+    def result(self, activity_id: str) -> str:
+        return f"{self.base}result:{activity_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.base}idem:{key}"

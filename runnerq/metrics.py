@@ -1,0 +1,85 @@
+"""Metrics: the ``MetricsSink`` interface the engine reports to, and sinks that need nothing.
+
+The engine reports these names (a Prometheus sink lives in ``runnerq.prometheus``):
+
+counters
+    ``activity_completed``, ``activity_retry``, ``activity_failed_non_retry``,
+    ``activity_timeout``, ``activity_dead_lettered``, ``activity_cancelled``,
+    ``activity_lease_lost``, ``activity_released``, ``activity_enqueued``,
+    ``redis_errors``
+durations (seconds)
+    ``activity_execution`` (handler run time), ``activity_queue_wait`` (from ready to start)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ACTIVITY_CANCELLED",
+    "ACTIVITY_COMPLETED",
+    "ACTIVITY_DEAD_LETTERED",
+    "ACTIVITY_ENQUEUED",
+    "ACTIVITY_EXECUTION",
+    "ACTIVITY_FAILED_NON_RETRY",
+    "ACTIVITY_LEASE_LOST",
+    "ACTIVITY_QUEUE_WAIT",
+    "ACTIVITY_RELEASED",
+    "ACTIVITY_RETRY",
+    "ACTIVITY_TIMEOUT",
+    "REDIS_ERRORS",
+    "InMemoryMetrics",
+    "MetricsSink",
+    "NoopMetrics",
+]
+
+ACTIVITY_COMPLETED = "activity_completed"
+ACTIVITY_RETRY = "activity_retry"
+ACTIVITY_FAILED_NON_RETRY = "activity_failed_non_retry"
+ACTIVITY_TIMEOUT = "activity_timeout"
+ACTIVITY_DEAD_LETTERED = "activity_dead_lettered"
+ACTIVITY_CANCELLED = "activity_cancelled"
+ACTIVITY_LEASE_LOST = "activity_lease_lost"
+ACTIVITY_RELEASED = "activity_released"
+ACTIVITY_ENQUEUED = "activity_enqueued"
+REDIS_ERRORS = "redis_errors"
+ACTIVITY_EXECUTION = "activity_execution"
+ACTIVITY_QUEUE_WAIT = "activity_queue_wait"
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Where the engine reports what it does. Calls must be cheap and must not block."""
+
+    def inc_counter(self, name: str, value: int = 1) -> None: ...
+
+    def observe_duration(self, name: str, seconds: float) -> None: ...
+
+
+class NoopMetrics:
+    """Reports nowhere: the default."""
+
+    def inc_counter(self, name: str, value: int = 1) -> None:
+        pass
+
+    def observe_duration(self, name: str, seconds: float) -> None:
+        pass
+
+
+class InMemoryMetrics:
+    """Keeps counters and observed durations in memory: for tests and small tools."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counters: dict[str, int] = defaultdict(int)
+        self.durations: dict[str, list[float]] = defaultdict(list)
+
+    def inc_counter(self, name: str, value: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += value
+
+    def observe_duration(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.durations[name].append(seconds)

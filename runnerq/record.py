@@ -1,0 +1,245 @@
+"""The stored activity record and the documents kept beside it, and their JSON form.
+
+An ``ActivityRecord`` is what Redis holds for an activity that has not finished. It is a
+plain frozen value with no I/O (the live handle is ``ActivityFuture``). Everything stored is
+JSON: never pickle, since whoever can write to Redis could then run code in every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import SerializationError
+from .priority import ActivityPriority
+
+__all__ = [
+    "ActivityRecord",
+    "CorruptRecordError",
+    "DeadLetterEntry",
+    "ResultDocument",
+    "encode_json",
+]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class CorruptRecordError(ValueError):
+    """Text from Redis that is not a valid activity record."""
+
+
+def encode_json(value: Any, what: str, limit: int | None = None) -> str:
+    """Compact JSON for ``value``, or a ``SerializationError`` that names ``what`` failed."""
+    try:
+        text = _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
+    if limit is not None and len(text) > limit and len(text.encode()) > limit:
+        raise SerializationError(
+            f"{what} is {len(text.encode())} bytes of JSON, over the limit of {limit} bytes"
+        )
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRecord:
+    """One activity as stored in Redis while it is pending, scheduled, running or retrying.
+
+    ``max_retries`` and ``timeout`` of ``None`` mean "the queue's default", resolved by the
+    worker when it runs the activity, so that the operator can change defaults later.
+    """
+
+    id: str
+    activity_type: str
+    payload: Any
+    priority: ActivityPriority = ActivityPriority.NORMAL
+    max_retries: int | None = None
+    timeout: float | None = None
+    retry_count: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    idempotency_key: str | None = None
+    last_error: str | None = None
+
+    def encode(self, payload_json: str | None = None) -> str:
+        """The record's JSON. Pass ``payload_json`` when the payload is already encoded."""
+        if payload_json is None:
+            payload_json = encode_json(self.payload, "payload")
+        envelope = {
+            "id": self.id,
+            "type": self.activity_type,
+            "priority": self.priority.value,
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "retry_count": self.retry_count,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "idempotency_key": self.idempotency_key,
+            "last_error": self.last_error,
+        }
+        head = encode_json(envelope, "activity metadata")
+        return f'{head[:-1]},"payload":{payload_json}}}'
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.encode())  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> ActivityRecord:
+        """Parse a stored record, or raise ``CorruptRecordError`` saying what is wrong."""
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRecordError(f"record is not JSON: {exc}") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> ActivityRecord:
+        if not isinstance(doc, dict):
+            raise CorruptRecordError(f"record is a JSON {type(doc).__name__}, not an object")
+        try:
+            activity_id = doc["id"]
+            activity_type = doc["type"]
+            payload = doc["payload"]
+        except KeyError as exc:
+            raise CorruptRecordError(f"record has no {exc.args[0]!r} field") from None
+        if not isinstance(activity_id, str) or not activity_id:
+            raise CorruptRecordError("record field 'id' must be a non-empty string")
+        if not isinstance(activity_type, str) or not activity_type:
+            raise CorruptRecordError("record field 'type' must be a non-empty string")
+        try:
+            priority = ActivityPriority.parse(doc.get("priority", "normal"))
+        except (ValueError, AttributeError) as exc:
+            raise CorruptRecordError(f"record field 'priority': {exc}") from None
+        max_retries = _optional(doc, "max_retries", int)
+        timeout = _optional(doc, "timeout", float)
+        retry_count = _optional(doc, "retry_count", int) or 0
+        metadata = doc.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise CorruptRecordError("record field 'metadata' must be an object")
+        created_at = _optional(doc, "created_at", float) or 0.0
+        idem = doc.get("idempotency_key")
+        last_error = doc.get("last_error")
+        return cls(
+            id=activity_id,
+            activity_type=activity_type,
+            payload=payload,
+            priority=priority,
+            max_retries=int(max_retries) if max_retries is not None else None,
+            timeout=float(timeout) if timeout is not None else None,
+            retry_count=int(retry_count),
+            metadata=metadata,
+            created_at=float(created_at),
+            idempotency_key=idem if isinstance(idem, str) else None,
+            last_error=last_error if isinstance(last_error, str) else None,
+        )
+
+    def retried(self, error: str) -> ActivityRecord:
+        return replace(self, retry_count=self.retry_count + 1, last_error=error)
+
+
+def _optional(doc: dict[str, Any], name: str, kind: type[int] | type[float]) -> int | float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
+        raise CorruptRecordError(
+            f"record field {name!r} must be a non-negative number, not {value!r}"
+        )
+    return float(value) if kind is float else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultDocument:
+    """An activity's terminal state, stored under its result key with a TTL.
+
+    ``status`` is ``completed`` (``result`` holds the handler's value), ``dead_lettered``
+    (``error`` and ``reason``) or ``cancelled``.
+    """
+
+    status: str
+    result: Any = None
+    error: str | None = None
+    reason: str | None = None
+
+    @staticmethod
+    def completed_json(result_json: str) -> str:
+        return f'{{"status":"completed","result":{result_json}}}'
+
+    @staticmethod
+    def dead_lettered_json(error: str, reason: str) -> str:
+        return encode_json({"status": "dead_lettered", "error": error, "reason": reason}, "error")
+
+    @staticmethod
+    def cancelled_json() -> str:
+        return '{"status":"cancelled"}'
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> ResultDocument:
+        try:
+            doc = json.loads(raw)
+            status = doc["status"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return cls(status="dead_lettered", error="stored result is corrupt", reason="corrupt")
+        return cls(
+            status=str(status),
+            result=doc.get("result"),
+            error=doc.get("error"),
+            reason=doc.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """What the dead-letter queue keeps for an activity: its record (or the raw text when the
+    record was corrupt), the last error, why it was dead-lettered, and when (epoch seconds).
+    """
+
+    id: str
+    error: str
+    reason: str
+    failed_at: float
+    record: ActivityRecord | None = None
+    raw: str | None = None
+
+    def encode(self) -> str:
+        record = self.record.encode() if self.record is not None else "null"
+        head = encode_json(
+            {
+                "id": self.id,
+                "error": self.error,
+                "reason": self.reason,
+                "failed_at": self.failed_at,
+                "raw": self.raw,
+            },
+            "dead-letter entry",
+        )
+        return f'{head[:-1]},"record":{record}}}'
+
+    @classmethod
+    def decode(cls, activity_id: str, raw: str | bytes) -> DeadLetterEntry:
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            return cls(activity_id, "dead-letter entry is corrupt", "corrupt", 0.0, None, text)
+        record = None
+        if doc.get("record") is not None:
+            try:
+                record = ActivityRecord.from_dict(doc["record"])
+            except CorruptRecordError:
+                record = None
+        return cls(
+            id=activity_id,
+            error=str(doc.get("error", "")),
+            reason=str(doc.get("reason", "failed")),
+            failed_at=float(doc.get("failed_at") or 0.0),
+            record=record,
+            raw=doc.get("raw"),
+        )

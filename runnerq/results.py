@@ -1,0 +1,160 @@
+"""``ResultListener``: resolves waiting futures from one pub/sub subscription per client.
+
+Every terminal transition (complete, dead-letter, cancel) publishes the activity id on the
+queue's done channel. The listener subscribes once, keeps the waiters by id, and on a message
+for an id someone waits for, reads the stored result. After a reconnect it re-reads the
+state of every waiter, so nothing waits forever for a message lost while Redis was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from .batching import Coalescer
+from .connection import REDIS_ERRORS, translate_errors
+from .errors import ActivityNotFoundError, RedisUnavailableError
+from .record import ResultDocument
+from .store import QueueStore
+
+__all__ = ["ResultListener"]
+
+log = logging.getLogger("runnerq.results")
+
+_RESULT_OR_GONE = ResultDocument | None | ActivityNotFoundError
+
+
+class ResultListener:
+    def __init__(self, store: QueueStore, connect_timeout: float = 30.0) -> None:
+        self._store = store
+        self._connect_timeout = connect_timeout
+        self._waiters: dict[str, set[asyncio.Future[ResultDocument]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._fetcher: Coalescer[str, _RESULT_OR_GONE] = Coalescer(self._fetch, 500)
+        self._resolving: set[asyncio.Task[None]] = set()
+
+    async def wait(self, activity_id: str, timeout: float | None) -> ResultDocument:
+        """The activity's terminal document. Raises ``TimeoutError`` after ``timeout``."""
+        await self._ensure_subscribed()
+        future: asyncio.Future[ResultDocument] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(activity_id, set()).add(future)
+        try:
+            async with asyncio.timeout(timeout):
+                state = await self._read(activity_id)
+                if isinstance(state, ActivityNotFoundError):
+                    raise state
+                if state is not None:
+                    return state
+                return await future
+        finally:
+            waiters = self._waiters.get(activity_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[activity_id]
+
+    async def _read(self, activity_id: str) -> _RESULT_OR_GONE:
+        async with translate_errors("cannot read the result"):
+            return await self._fetcher.submit(activity_id)
+
+    async def _fetch(self, ids: Sequence[str]) -> list[_RESULT_OR_GONE]:
+        store = self._store
+        async with store.redis.pipeline(transaction=True) as pipe:
+            for activity_id in ids:
+                pipe.get(store.keys.result(activity_id))
+                pipe.hexists(store.keys.jobs, activity_id)
+            raw = await pipe.execute()
+        out: list[_RESULT_OR_GONE] = []
+        for i, activity_id in enumerate(ids):
+            doc, pending = raw[2 * i], raw[2 * i + 1]
+            if doc is not None:
+                out.append(ResultDocument.decode(doc))
+            elif pending:
+                out.append(None)
+            else:
+                out.append(ActivityNotFoundError(activity_id))
+        return out
+
+    async def _ensure_subscribed(self) -> None:
+        if self._task is None or self._task.done():
+            self._subscribed.clear()
+            self._task = asyncio.create_task(self._listen(), name="runnerq-results")
+        if not self._subscribed.is_set():
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await self._subscribed.wait()
+            except TimeoutError:
+                raise RedisUnavailableError(
+                    f"cannot subscribe to results within {self._connect_timeout:g}s"
+                ) from None
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        first = True
+        while True:
+            pubsub = self._store.redis.pubsub()
+            try:
+                await pubsub.subscribe(self._store.keys.done_channel)
+                self._subscribed.set()
+                delay = 0.05
+                if not first:
+                    await self._recheck_all()
+                first = False
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is not None and message.get("type") == "message":
+                        self._on_done(str(message["data"]))
+            except REDIS_ERRORS as exc:
+                self._subscribed.clear()
+                log.warning("result subscription lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+
+    def _on_done(self, activity_id: str) -> None:
+        if activity_id in self._waiters:
+            task = asyncio.create_task(self._resolve(activity_id))
+            self._resolving.add(task)
+            task.add_done_callback(self._resolving.discard)
+
+    async def _resolve(self, activity_id: str) -> None:
+        try:
+            state = await self._fetcher.submit(activity_id)
+        except REDIS_ERRORS:
+            return  # the recheck after reconnect resolves it
+        self._settle(activity_id, state)
+
+    def _settle(self, activity_id: str, state: _RESULT_OR_GONE) -> None:
+        if state is None:
+            return
+        for future in list(self._waiters.get(activity_id, ())):
+            if future.done():
+                continue
+            if isinstance(state, ActivityNotFoundError):
+                future.set_exception(state)
+            else:
+                future.set_result(state)
+
+    async def _recheck_all(self) -> None:
+        ids = list(self._waiters)
+        if not ids:
+            return
+        states = await self._fetch(ids)
+        for activity_id, state in zip(ids, states, strict=True):
+            self._settle(activity_id, state)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(RedisUnavailableError("the client was closed"))

@@ -1,0 +1,34 @@
+-- prelude: helpers shared by every runnerq script. runnerq prepends this file to each
+-- script when it loads them, so every transition stays in a file of its own.
+
+-- Milliseconds since the epoch by the Redis server's clock: leases and due times never
+-- depend on a worker's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Ready-set scores: priority rank in the high part, a FIFO sequence in the low part, so that
+-- ZPOPMIN gives strict priority across levels and first-in-first-out inside one level.
+local SEQ_SPAN = 281474976710656 -- 2^48
+local RANKS = { critical = 0, high = 1, normal = 2, low = 3 }
+
+local function ready_score(rank, seq)
+  return rank * SEQ_SPAN + seq
+end
+
+-- The priority rank stored in an activity record; a record that cannot be read ranks
+-- as normal, and the worker that claims it sends it to the dead-letter queue.
+local function rank_of(record)
+  if not record then
+    return 2
+  end
+  local ok, doc = pcall(cjson.decode, record)
+  if ok and type(doc) == 'table' then
+    local rank = RANKS[doc['priority']]
+    if rank then
+      return rank
+    end
+  end
+  return 2
+end

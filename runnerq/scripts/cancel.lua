@@ -1,0 +1,39 @@
+-- cancel: end an activity that has not finished. A pending or scheduled one is removed; a
+-- running one loses its lease (its worker stops the handler and cannot acknowledge it).
+--
+-- KEYS[1] jobs       HASH  id -> activity record
+-- KEYS[2] ready      ZSET
+-- KEYS[3] scheduled  ZSET
+-- KEYS[4] inflight   ZSET
+-- KEYS[5] leases     HASH  id -> lease token
+-- KEYS[6] stats      HASH  counters
+-- KEYS[7] result     STRING the activity's terminal document (TTL)
+--
+-- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
+-- ARGV[4] channel for terminal activities, ARGV[5] channel that tells workers to stop a handler
+--
+-- Returns 0 when there is no such unfinished activity, 1 when it was pending,
+-- 2 when it was scheduled, 3 when it was running.
+
+local jobs, ready, scheduled, inflight, leases, stats, result =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local id = ARGV[1]
+if redis.call('HEXISTS', jobs, id) == 0 then
+  return 0
+end
+local state
+if redis.call('ZREM', ready, id) == 1 then
+  state = 1
+elseif redis.call('ZREM', scheduled, id) == 1 then
+  state = 2
+else
+  redis.call('ZREM', inflight, id)
+  redis.call('HDEL', leases, id)
+  redis.call('PUBLISH', ARGV[5], id)
+  state = 3
+end
+redis.call('HDEL', jobs, id)
+redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
+redis.call('HINCRBY', stats, 'cancelled', 1)
+redis.call('PUBLISH', ARGV[4], id)
+return state

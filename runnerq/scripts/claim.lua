@@ -1,0 +1,48 @@
+-- claim: lease up to N ready activities to one worker, highest priority first, FIFO within
+-- a priority.
+--
+-- KEYS[1] ready     ZSET  id -> priority/FIFO score
+-- KEYS[2] inflight  ZSET  id -> lease deadline (ms)
+-- KEYS[3] leases    HASH  id -> lease token
+-- KEYS[4] jobs      HASH  id -> activity record
+-- KEYS[5] config    HASH  queue configuration (paused)
+-- KEYS[6] notify    LIST  wake-up tokens
+-- KEYS[7] seq       STRING counter (lease tokens)
+--
+-- ARGV[1] how many at most
+-- ARGV[2] lease length (ms)
+-- ARGV[3] worker id (prefix of the lease token)
+--
+-- Returns {-1} while the queue is paused. Otherwise {now_ms, token, id1, record1, ...}; a
+-- claimed id whose record is missing comes with an empty record, so that the worker can
+-- dead-letter it instead of it vanishing.
+
+local ready, inflight, leases, jobs, config, notify, seq =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+local paused = redis.call('HGET', config, 'paused')
+if paused == '1' or paused == 'true' then
+  return { -1 }
+end
+
+local now = now_ms()
+local popped = redis.call('ZPOPMIN', ready, tonumber(ARGV[1]))
+if #popped == 0 then
+  redis.call('DEL', notify)
+  return { now, '' }
+end
+
+local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
+local deadline = now + tonumber(ARGV[2])
+local out = { now, token }
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  redis.call('ZADD', inflight, deadline, id)
+  redis.call('HSET', leases, id, token)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', jobs, id) or ''
+end
+if redis.call('ZCARD', ready) == 0 then
+  redis.call('DEL', notify)
+end
+return out

@@ -1,0 +1,47 @@
+-- complete: record successful activities and their results in one step.
+--
+-- KEYS[1] jobs      HASH  id -> activity record
+-- KEYS[2] inflight  ZSET  id -> lease deadline
+-- KEYS[3] leases    HASH  id -> lease token
+-- KEYS[4] stats     HASH  counters
+-- KEYS[5] done      ZSET  id -> completion time (ms), capped
+-- KEYS[6..] result key of each activity, in the order of the ARGV triples
+--
+-- ARGV[1] result TTL (ms)
+-- ARGV[2] how many completed records to keep in `done`
+-- ARGV[3] channel that announces terminal activities
+-- then triples: id, lease token, result document (JSON)
+--
+-- Returns one value per activity: 1 when completed, 0 when the worker no longer held the
+-- lease (the activity was re-delivered or cancelled, and this completion is dropped).
+
+local jobs, inflight, leases, stats, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ttl, cap, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local now = now_ms()
+local out, completed = {}, 0
+
+for i = 4, #ARGV, 3 do
+  local id, token, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local n = (i - 4) / 3 + 1
+  if redis.call('HGET', leases, id) == token then
+    redis.call('HDEL', leases, id)
+    redis.call('ZREM', inflight, id)
+    redis.call('HDEL', jobs, id)
+    redis.call('SET', KEYS[5 + n], doc, 'PX', ttl)
+    redis.call('ZADD', done, now, id)
+    redis.call('PUBLISH', channel, id)
+    completed = completed + 1
+    out[n] = 1
+  else
+    out[n] = 0
+  end
+end
+
+if completed > 0 then
+  redis.call('HINCRBY', stats, 'completed', completed)
+  local excess = redis.call('ZCARD', done) - cap
+  if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', done, 0, excess - 1)
+  end
+end
+return out

@@ -1,0 +1,39 @@
+-- dead_letter: move a claimed activity to the dead-letter queue and resolve its waiters.
+--
+-- KEYS[1] jobs      HASH  id -> activity record
+-- KEYS[2] inflight  ZSET  id -> lease deadline
+-- KEYS[3] leases    HASH  id -> lease token
+-- KEYS[4] dead      HASH  id -> dead-letter entry (JSON: record or raw text, error, reason)
+-- KEYS[5] dlq       ZSET  id -> time dead-lettered (ms), capped
+-- KEYS[6] stats     HASH  counters
+-- KEYS[7] result    STRING the activity's terminal document (TTL)
+--
+-- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
+-- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities
+--
+-- Returns 1, or 0 when the worker no longer held the lease (nothing changes). When the
+-- queue holds more than the cap, the oldest entries are dropped.
+
+local jobs, inflight, leases, dead, dlq, stats, result =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local id = ARGV[1]
+if redis.call('HGET', leases, id) ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', leases, id)
+redis.call('ZREM', inflight, id)
+redis.call('HDEL', jobs, id)
+redis.call('HSET', dead, id, ARGV[3])
+redis.call('ZADD', dlq, now_ms(), id)
+redis.call('SET', result, ARGV[4], 'PX', tonumber(ARGV[5]))
+redis.call('HINCRBY', stats, 'failed', 1)
+redis.call('HINCRBY', stats, 'dead_lettered', 1)
+
+local excess = redis.call('ZCARD', dlq) - tonumber(ARGV[6])
+if excess > 0 then
+  local evicted = redis.call('ZRANGE', dlq, 0, excess - 1)
+  redis.call('HDEL', dead, unpack(evicted))
+  redis.call('ZREMRANGEBYRANK', dlq, 0, excess - 1)
+end
+redis.call('PUBLISH', ARGV[7], id)
+return 1

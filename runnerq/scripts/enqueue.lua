@@ -1,0 +1,71 @@
+-- enqueue: add activities, each either ready now or scheduled for later.
+--
+-- KEYS[1] jobs       HASH  id -> activity record (JSON)
+-- KEYS[2] ready      ZSET  id -> priority/FIFO score
+-- KEYS[3] scheduled  ZSET  id -> due time (ms)
+-- KEYS[4] notify     LIST  wake-up tokens for idle workers
+-- KEYS[5] seq        STRING counter for FIFO order and lease tokens
+-- KEYS[6] stats      HASH  counters
+-- KEYS[7..] idempotency keys (STRING id, with a TTL), referred to by index from ARGV
+--
+-- ARGV[1] notify cap (tokens kept at most)
+-- ARGV[2] idempotency TTL (ms)
+-- then 6 values per activity:
+--   id, record, rank, delay ms (used when due_at is 0), due_at epoch ms (0: use delay),
+--   idempotency key index into KEYS (0: none)
+--
+-- Returns a flat list, 2 values per activity: the id that stands for it (an earlier
+-- activity's id when its idempotency key was taken), and 1 if it was created, else 0.
+
+local jobs, ready, scheduled, notify, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local notify_cap = tonumber(ARGV[1])
+local idem_ttl = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+local woke_ready, woke_scheduled, created = 0, 0, 0
+
+for i = 3, #ARGV, 6 do
+  local id, record, rank = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local delay, due_at, idem_index = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local existing = false
+  if idem_index > 0 then
+    existing = redis.call('GET', KEYS[idem_index])
+    if not existing then
+      redis.call('SET', KEYS[idem_index], id, 'PX', idem_ttl)
+    end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', jobs, id, record)
+    local due = due_at
+    if due == 0 then
+      due = now + delay
+    end
+    if due > now then
+      redis.call('ZADD', scheduled, due, id)
+      woke_scheduled = 1
+    else
+      redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
+      woke_ready = woke_ready + 1
+    end
+    created = created + 1
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  end
+end
+
+local tokens = math.min(woke_ready + woke_scheduled, notify_cap)
+if tokens > 0 then
+  local values = {}
+  for i = 1, tokens do
+    values[i] = '1'
+  end
+  redis.call('LPUSH', notify, unpack(values))
+  redis.call('LTRIM', notify, 0, notify_cap - 1)
+end
+if created > 0 then
+  redis.call('HINCRBY', stats, 'enqueued', created)
+end
+return out

@@ -1,0 +1,34 @@
+-- promote_due: move scheduled activities whose time has come to the ready set.
+--
+-- KEYS[1] scheduled  ZSET  id -> due time (ms)
+-- KEYS[2] ready      ZSET  id -> priority/FIFO score
+-- KEYS[3] jobs       HASH  id -> activity record (read for its priority)
+-- KEYS[4] seq        STRING counter
+-- KEYS[5] notify     LIST  wake-up tokens
+--
+-- ARGV[1] how many at most, ARGV[2] notify cap
+--
+-- Returns {moved, ms until the next scheduled activity is due (-1: none)}.
+
+local scheduled, ready, jobs, seq, notify = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', scheduled, id)
+  local rank = rank_of(redis.call('HGET', jobs, id))
+  redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
+end
+if #due > 0 then
+  local tokens = {}
+  for i = 1, math.min(#due, tonumber(ARGV[2])) do
+    tokens[i] = '1'
+  end
+  redis.call('LPUSH', notify, unpack(tokens))
+  redis.call('LTRIM', notify, 0, tonumber(ARGV[2]) - 1)
+end
+local next_due = -1
+local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+if #first > 0 then
+  next_due = math.max(0, tonumber(first[2]) - now)
+end
+return { #due, next_due }

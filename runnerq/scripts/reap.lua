@@ -1,0 +1,27 @@
+-- reap: return activities whose lease expired (their worker died or hung) to the front of
+-- their priority level.
+--
+-- KEYS[1] inflight  ZSET  id -> lease deadline (ms)
+-- KEYS[2] leases    HASH  id -> lease token
+-- KEYS[3] ready     ZSET  id -> priority/FIFO score
+-- KEYS[4] jobs      HASH  id -> activity record (read for its priority)
+-- KEYS[5] notify    LIST  wake-up tokens
+-- KEYS[6] stats     HASH  counters
+--
+-- ARGV[1] how many at most, ARGV[2] notify cap
+--
+-- Returns how many leases were reaped.
+
+local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(expired) do
+  redis.call('ZREM', inflight, id)
+  redis.call('HDEL', leases, id)
+  redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
+end
+if #expired > 0 then
+  redis.call('HINCRBY', stats, 'redelivered', #expired)
+  redis.call('LPUSH', notify, '1')
+  redis.call('LTRIM', notify, 0, tonumber(ARGV[2]) - 1)
+end
+return #expired

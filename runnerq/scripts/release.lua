@@ -1,0 +1,35 @@
+-- release: a worker shutting down hands the leases it still holds back at once, to the
+-- front of their priority level, instead of letting them wait for lease expiry.
+--
+-- KEYS[1] inflight  ZSET  id -> lease deadline (ms)
+-- KEYS[2] leases    HASH  id -> lease token
+-- KEYS[3] ready     ZSET  id -> priority/FIFO score
+-- KEYS[4] jobs      HASH  id -> activity record (read for its priority)
+-- KEYS[5] notify    LIST  wake-up tokens
+-- KEYS[6] stats     HASH  counters
+--
+-- ARGV[1] notify cap, then pairs: id, lease token
+--
+-- Returns how many were handed back (a lease the worker no longer holds is left alone).
+
+local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local released = 0
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HGET', leases, id) == ARGV[i + 1] then
+    redis.call('ZREM', inflight, id)
+    redis.call('HDEL', leases, id)
+    redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
+    released = released + 1
+  end
+end
+if released > 0 then
+  redis.call('HINCRBY', stats, 'released', released)
+  local tokens = {}
+  for i = 1, math.min(released, tonumber(ARGV[1])) do
+    tokens[i] = '1'
+  end
+  redis.call('LPUSH', notify, unpack(tokens))
+  redis.call('LTRIM', notify, 0, tonumber(ARGV[1]) - 1)
+end
+return released

@@ -1,0 +1,29 @@
+-- requeue: send a dead-lettered activity back to the ready set with a fresh retry budget.
+--
+-- KEYS[1] dead    HASH  id -> dead-letter entry
+-- KEYS[2] dlq     ZSET  id -> time dead-lettered
+-- KEYS[3] jobs    HASH  id -> activity record
+-- KEYS[4] ready   ZSET  id -> priority/FIFO score
+-- KEYS[5] seq     STRING counter
+-- KEYS[6] notify  LIST  wake-up tokens
+-- KEYS[7] stats   HASH  counters
+-- KEYS[8] result  STRING the old terminal document, removed so new waiters wait again
+--
+-- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap
+--
+-- Returns 1, or 0 when the id is not in the dead-letter queue.
+
+local dead, dlq, jobs, ready, seq, notify, stats, result =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local id = ARGV[1]
+if redis.call('HDEL', dead, id) == 0 then
+  return 0
+end
+redis.call('ZREM', dlq, id)
+redis.call('DEL', result)
+redis.call('HSET', jobs, id, ARGV[2])
+redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
+redis.call('HINCRBY', stats, 'requeued', 1)
+redis.call('LPUSH', notify, '1')
+redis.call('LTRIM', notify, 0, tonumber(ARGV[4]) - 1)
+return 1

@@ -1,0 +1,29 @@
+-- retry: a failed attempt goes back to the schedule with its backoff delay.
+--
+-- KEYS[1] jobs       HASH  id -> activity record
+-- KEYS[2] inflight   ZSET  id -> lease deadline
+-- KEYS[3] leases     HASH  id -> lease token
+-- KEYS[4] scheduled  ZSET  id -> due time (ms)
+-- KEYS[5] stats      HASH  counters
+-- KEYS[6] notify     LIST  wake-up tokens (so a scheduler learns the new due time)
+--
+-- ARGV[1] id, ARGV[2] lease token, ARGV[3] updated record (retry count, last error),
+-- ARGV[4] backoff delay (ms), ARGV[5] notify cap
+--
+-- Returns 1, or 0 when the worker no longer held the lease (nothing changes).
+
+local jobs, inflight, leases, scheduled, stats, notify =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id = ARGV[1]
+if redis.call('HGET', leases, id) ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', leases, id)
+redis.call('ZREM', inflight, id)
+redis.call('HSET', jobs, id, ARGV[3])
+redis.call('ZADD', scheduled, now_ms() + tonumber(ARGV[4]), id)
+redis.call('HINCRBY', stats, 'failed', 1)
+redis.call('HINCRBY', stats, 'retried', 1)
+redis.call('LPUSH', notify, '1')
+redis.call('LTRIM', notify, 0, tonumber(ARGV[5]) - 1)
+return 1

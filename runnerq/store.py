@@ -1,0 +1,312 @@
+"""``QueueStore``: one typed method per Redis script, for one queue.
+
+This is the only module that knows the scripts' KEYS/ARGV layout and return codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .config import NOTIFY_CAP, QueueSettings
+from .keys import QueueKeys
+from .priority import ActivityPriority
+from .record import DeadLetterEntry, ResultDocument
+from .scripts import Scripts
+from .stats import QueueStats
+
+__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore"]
+
+SEQ_SPAN = 2**48
+# Queue configuration fields the engine reads (the operator writes them).
+CONFIG_FIELDS = ("paused", "max_retries", "timeout")
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueItem:
+    """One activity to enqueue: its id, encoded record and when it becomes ready."""
+
+    id: str
+    record_json: str
+    priority: ActivityPriority
+    delay: float = 0.0
+    due_at: float | None = None  # epoch seconds by the Redis clock; overrides delay
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Activities leased to one worker in one round trip."""
+
+    now: float  # Redis time, epoch seconds
+    token: str
+    items: list[tuple[str, str]]  # (id, raw record; "" when the record is missing)
+
+
+class QueueStore:
+    """Typed access to one queue's keys and scripts."""
+
+    def __init__(self, client: aioredis.Redis, settings: QueueSettings, scripts: Scripts) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = QueueKeys(settings.name)
+        self.scripts = scripts
+        self._result_ttl_ms = _ms(settings.result_ttl)
+
+    async def load_scripts(self) -> None:
+        await self.scripts.load(self.redis)
+
+    # -- producing ---------------------------------------------------------------------
+
+    async def enqueue(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
+        """Add activities in one script call; returns (id standing for it, created) each."""
+        k = self.keys
+        keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
+        args: list[Any] = [NOTIFY_CAP, _ms(self.settings.idempotency_ttl)]
+        for item in items:
+            idem_index = 0
+            if item.idempotency_key is not None:
+                keys.append(k.idempotency(item.idempotency_key))
+                idem_index = len(keys)
+            due_at = _ms(item.due_at) if item.due_at is not None else 0
+            args += [
+                item.id,
+                item.record_json,
+                item.priority.rank,
+                _ms(item.delay),
+                due_at,
+                idem_index,
+            ]
+        raw = await self.scripts.enqueue(keys=keys, args=args)
+        return [(str(raw[i]), bool(int(raw[i + 1]))) for i in range(0, len(raw), 2)]
+
+    async def cancel(self, activity_id: str) -> int:
+        """0: no unfinished activity with this id; 1 pending, 2 scheduled, 3 running."""
+        k = self.keys
+        return int(
+            await self.scripts.cancel(
+                keys=[
+                    k.jobs,
+                    k.ready,
+                    k.scheduled,
+                    k.inflight,
+                    k.leases,
+                    k.stats,
+                    k.result(activity_id),
+                ],
+                args=[
+                    activity_id,
+                    ResultDocument.cancelled_json(),
+                    self._result_ttl_ms,
+                    k.done_channel,
+                    k.cancel_channel,
+                ],
+            )
+        )
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def claim(self, count: int, lease: float, worker_id: str) -> Claim | None:
+        """Lease up to ``count`` ready activities; ``None`` while the queue is paused."""
+        k = self.keys
+        raw = await self.scripts.claim(
+            keys=[k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq],
+            args=[count, _ms(lease), worker_id],
+        )
+        if int(raw[0]) == -1:
+            return None
+        items = [(str(raw[i]), str(raw[i + 1])) for i in range(2, len(raw), 2)]
+        return Claim(now=int(raw[0]) / 1000.0, token=str(raw[1]), items=items)
+
+    async def heartbeat(self, lease: float, held: Iterable[tuple[str, str]]) -> list[str]:
+        """Extend held leases; returns the ids whose lease is no longer ours."""
+        args: list[Any] = [_ms(lease)]
+        for activity_id, token in held:
+            args += [activity_id, token]
+        if len(args) == 1:
+            return []
+        lost = await self.scripts.heartbeat(keys=[self.keys.inflight, self.keys.leases], args=args)
+        return [str(x) for x in lost]
+
+    def complete_call(self, pipe: Any, items: Sequence[tuple[str, str, str]]) -> None:
+        """Queue one ``complete`` for (id, token, result document) items on a pipeline."""
+        k = self.keys
+        keys = [k.jobs, k.inflight, k.leases, k.stats, k.done]
+        keys += [k.result(activity_id) for activity_id, _, _ in items]
+        args: list[Any] = [self._result_ttl_ms, self.settings.completed_cap, k.done_channel]
+        for item in items:
+            args += item
+        self.scripts.on_pipeline(pipe, self.scripts.complete, keys, args)
+
+    def retry_call(
+        self, pipe: Any, activity_id: str, token: str, record_json: str, delay: float
+    ) -> None:
+        k = self.keys
+        self.scripts.on_pipeline(
+            pipe,
+            self.scripts.retry,
+            [k.jobs, k.inflight, k.leases, k.scheduled, k.stats, k.notify],
+            [activity_id, token, record_json, _ms(delay), NOTIFY_CAP],
+        )
+
+    def dead_letter_call(
+        self, pipe: Any, activity_id: str, token: str, entry: DeadLetterEntry
+    ) -> None:
+        k = self.keys
+        self.scripts.on_pipeline(
+            pipe,
+            self.scripts.dead_letter,
+            [k.jobs, k.inflight, k.leases, k.dead, k.dlq, k.stats, k.result(activity_id)],
+            [
+                activity_id,
+                token,
+                entry.encode(),
+                ResultDocument.dead_lettered_json(entry.error, entry.reason),
+                self._result_ttl_ms,
+                self.settings.dead_letter_cap,
+                k.done_channel,
+            ],
+        )
+
+    async def release(self, held: Iterable[tuple[str, str]]) -> int:
+        """Hand leases back to the front of their level (graceful shutdown)."""
+        k = self.keys
+        args: list[Any] = [NOTIFY_CAP]
+        for activity_id, token in held:
+            args += [activity_id, token]
+        if len(args) == 1:
+            return 0
+        return int(
+            await self.scripts.release(
+                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats], args=args
+            )
+        )
+
+    async def promote_due(self, limit: int = 1000) -> tuple[int, float | None]:
+        """Move due scheduled activities to ready; returns (moved, seconds to next due)."""
+        k = self.keys
+        moved, next_due = await self.scripts.promote_due(
+            keys=[k.scheduled, k.ready, k.jobs, k.seq, k.notify], args=[limit, NOTIFY_CAP]
+        )
+        next_due = int(next_due)
+        return int(moved), (None if next_due < 0 else next_due / 1000.0)
+
+    async def reap(self, limit: int = 1000) -> int:
+        """Return activities whose lease expired to the ready set."""
+        k = self.keys
+        return int(
+            await self.scripts.reap(
+                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats],
+                args=[limit, NOTIFY_CAP],
+            )
+        )
+
+    # -- dead-letter queue -------------------------------------------------------------
+
+    async def dead_letters(self, offset: int = 0, limit: int = 100) -> list[DeadLetterEntry]:
+        """Dead-letter entries, oldest first."""
+        ids = [str(i) for i in await self.redis.zrange(self.keys.dlq, offset, offset + limit - 1)]
+        if not ids:
+            return []
+        raws = [None if r is None else str(r) for r in await self.redis.hmget(self.keys.dead, ids)]
+        return [
+            DeadLetterEntry.decode(i, raw)
+            for i, raw in zip(ids, raws, strict=True)
+            if raw is not None
+        ]
+
+    async def requeue(self, activity_id: str) -> bool:
+        """Run a dead-lettered activity again with a fresh retry budget."""
+        raw = await self.redis.hget(self.keys.dead, activity_id)
+        if raw is None:
+            return False
+        entry = DeadLetterEntry.decode(activity_id, raw)
+        if entry.record is None:
+            return False
+        record = replace(entry.record, retry_count=0, last_error=entry.error)
+        k = self.keys
+        done = await self.scripts.requeue(
+            keys=[k.dead, k.dlq, k.jobs, k.ready, k.seq, k.notify, k.stats, k.result(activity_id)],
+            args=[activity_id, record.encode(), record.priority.rank, NOTIFY_CAP],
+        )
+        return bool(int(done))
+
+    async def purge_dead(self) -> int:
+        k = self.keys
+        return int(await self.scripts.purge_dead(keys=[k.dead, k.dlq], args=[]))
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def result_state(self, activity_id: str) -> tuple[ResultDocument | None, bool]:
+        """(terminal document or None, whether the activity is still unfinished)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.result(activity_id))
+            pipe.hexists(self.keys.jobs, activity_id)
+            raw, pending = await pipe.execute()
+        return (ResultDocument.decode(raw) if raw is not None else None), bool(pending)
+
+    async def stats(self) -> QueueStats:
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(k.ready)
+            pipe.zcard(k.inflight)
+            pipe.zcard(k.scheduled)
+            pipe.zcard(k.dlq)
+            pipe.hgetall(k.stats)
+            pipe.hget(k.config, "paused")
+            for p in ActivityPriority:
+                low = p.rank * SEQ_SPAN
+                pipe.zcount(k.ready, low, f"({low + SEQ_SPAN}")
+            res = await pipe.execute()
+        counters: dict[str, str] = res[4] or {}
+
+        def counter(name: str) -> int:
+            try:
+                return int(counters.get(name, 0))
+            except ValueError:
+                return 0
+
+        return QueueStats(
+            queue=self.settings.name,
+            pending=int(res[0]),
+            running=int(res[1]),
+            scheduled=int(res[2]),
+            dead_letter=int(res[3]),
+            completed=counter("completed"),
+            failed=counter("failed"),
+            retried=counter("retried"),
+            cancelled=counter("cancelled"),
+            redelivered=counter("redelivered"),
+            enqueued=counter("enqueued"),
+            paused=res[5] in ("1", "true"),
+            by_priority={p: int(n) for p, n in zip(ActivityPriority, res[6:], strict=True)},
+        )
+
+    async def get_config(self) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.config)
+        return {str(k): str(v) for k, v in raw.items()}
+
+    async def set_config(self, values: dict[str, str | int | float | bool | None]) -> None:
+        """Write queue configuration (``None`` removes a field) and wake idle workers."""
+        unknown = set(values) - set(CONFIG_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown queue configuration fields: {sorted(unknown)}")
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, value in values.items():
+                if value is None:
+                    pipe.hdel(k.config, name)
+                elif isinstance(value, bool):
+                    pipe.hset(k.config, name, "1" if value else "0")
+                else:
+                    pipe.hset(k.config, name, str(value))
+            pipe.lpush(k.notify, "1")
+            pipe.ltrim(k.notify, 0, NOTIFY_CAP - 1)
+            await pipe.execute()

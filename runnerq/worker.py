@@ -1,0 +1,581 @@
+"""``Worker``: the loops that claim, run, heartbeat and acknowledge activities of one queue.
+
+Tasks of a running worker:
+
+* wake listener: blocks on the queue's notify list (BLPOP) while the worker has free slots,
+  and wakes the dispatcher and scheduler within a round trip of an enqueue;
+* dispatcher: claims up to "free slots" ready activities per round trip and starts them;
+* scheduler: promotes due scheduled activities, sleeping until the next due time (a local
+  timer, so precision does not depend on Redis's 100 ms blocking-timeout resolution);
+* heartbeat: extends held leases, reaps expired ones, refreshes the queue configuration;
+* acker: sends completions, retries and dead-letters in pipelined batches;
+* cancel listener: stops handlers whose activity was cancelled.
+
+Every loop survives Redis going away: it backs off, reconnects and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from .client import ActivityClient
+from .config import WorkerSettings
+from .connection import REDIS_ERRORS
+from .context import ActivityContext, CancelToken
+from .errors import NonRetryableError, SerializationError
+from .handler import HandlerRegistry
+from .metrics import (
+    ACTIVITY_CANCELLED,
+    ACTIVITY_COMPLETED,
+    ACTIVITY_DEAD_LETTERED,
+    ACTIVITY_EXECUTION,
+    ACTIVITY_FAILED_NON_RETRY,
+    ACTIVITY_LEASE_LOST,
+    ACTIVITY_QUEUE_WAIT,
+    ACTIVITY_RELEASED,
+    ACTIVITY_RETRY,
+    ACTIVITY_TIMEOUT,
+    MetricsSink,
+)
+from .metrics import (
+    REDIS_ERRORS as REDIS_ERRORS_METRIC,
+)
+from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
+
+__all__ = ["Worker", "new_worker_id"]
+
+log = logging.getLogger("runnerq.worker")
+
+_COMPLETE_CHUNK = 500
+_MAX_BACKOFF = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[None]
+    token: str
+    cancel_token: CancelToken
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    kind: str  # "complete" | "retry" | "dead"
+    activity_id: str
+    token: str
+    data: Any  # result document | (record json, delay) | DeadLetterEntry
+    extra_metric: str | None = None
+
+
+class _Backoff:
+    def __init__(self) -> None:
+        self.delay = 0.05
+
+    async def sleep(self, what: str, exc: BaseException) -> None:
+        log.warning(
+            "%s failed (%s: %s); retrying in %.2fs", what, type(exc).__name__, exc, self.delay
+        )
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _MAX_BACKOFF)
+
+    def reset(self) -> None:
+        self.delay = 0.05
+
+
+class Worker:
+    """Runs one queue's activities with at most ``settings.max_workers`` at once."""
+
+    def __init__(
+        self,
+        client: ActivityClient,
+        registry: HandlerRegistry,
+        settings: WorkerSettings,
+        metrics: MetricsSink,
+        worker_id: str | None = None,
+    ) -> None:
+        self.client = client
+        self.store = client.store
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.worker_id = worker_id or new_worker_id()
+        self.running: dict[str, _Running] = {}
+        self.held: dict[str, str] = {}  # id -> lease token, until acknowledged or released
+        self.paused = False
+        self.last_redis_ok = 0.0
+        self._queue_defaults: dict[str, str] = {}
+        self._stopping = False
+        self._free = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._sched_wake = asyncio.Event()
+        self._acks: list[_Ack] = []
+        self._ack_ready = asyncio.Event()
+        self._acks_idle = asyncio.Event()
+        self._acks_idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def prime(self) -> None:
+        """Read the queue configuration and load the scripts before the loops start."""
+        await self.store.load_scripts()
+        self._queue_defaults = await self.store.get_config()
+        self.last_redis_ok = time.monotonic()
+
+    def start(self) -> None:
+        """Start the loops (inside a running event loop)."""
+        spawn = asyncio.create_task
+        self._ack_task = spawn(self._ack_loop(), name="runnerq-acker")
+        self._heartbeat_task = spawn(self._heartbeat_loop(), name="runnerq-heartbeat")
+        self._tasks = [
+            spawn(self._wake_loop(), name="runnerq-wake"),
+            spawn(self._dispatch_loop(), name="runnerq-dispatch"),
+            spawn(self._schedule_loop(), name="runnerq-scheduler"),
+            spawn(self._cancel_loop(), name="runnerq-cancel"),
+        ]
+
+    @property
+    def ready(self) -> bool:
+        """Claiming, and Redis answered within the last few heartbeats."""
+        horizon = max(3 * self.settings.heartbeat_interval, 5.0)
+        return not self._stopping and time.monotonic() - self.last_redis_ok < horizon
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let running activities finish within ``grace`` seconds, then
+        cancel the rest and hand their leases back at once."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = [r.task for r in self.running.values()]
+        if tasks:
+            log.info("waiting up to %.1fs for %d running activities", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+        for entry in list(self.running.values()):
+            entry.stop_reason = "shutdown"
+            entry.cancel_token.cancel("shutdown")
+            entry.task.cancel()
+        leftovers = [r.task for r in self.running.values()]
+        if leftovers:
+            await asyncio.wait(leftovers)
+        await self._drain_acks()
+        await self._release_held()
+        for loop_task in (self._heartbeat_task, self._ack_task):
+            if loop_task is not None:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
+
+    async def _drain_acks(self, timeout: float = 10.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._acks or not self._acks_idle.is_set():
+                    self._ack_ready.set()
+                    await self._acks_idle.wait()
+                    await asyncio.sleep(0)
+
+    async def _release_held(self) -> None:
+        held = list(self.held.items())
+        if not held:
+            return
+        try:
+            released = await self.store.release(held)
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "could not hand back %d leases (%s): they return when they expire", len(held), exc
+            )
+            return
+        self.metrics.inc_counter(ACTIVITY_RELEASED, released)
+        log.info("handed %d unfinished activities back to the queue", released)
+        self.held.clear()
+
+    # -- claiming ----------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        return self.settings.max_workers - len(self.running)
+
+    async def _wake_loop(self) -> None:
+        backoff = _Backoff()
+        notify = self.store.keys.notify
+        while True:
+            if self._free_slots() <= 0:
+                self._free.clear()
+                await self._free.wait()
+                continue
+            try:
+                token = await self.store.redis.blpop([notify], timeout=5)
+            except REDIS_ERRORS as exc:
+                await backoff.sleep("waiting for work", exc)
+                continue
+            backoff.reset()
+            if token is None:
+                continue
+            if self._free_slots() <= 0:
+                # Full since we blocked: pass the wake-up on to another worker.
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self.store.redis.lpush(notify, "1")
+            self._wake.set()
+            self._sched_wake.set()
+
+    async def _dispatch_loop(self) -> None:
+        backoff = _Backoff()
+        settings = self.settings
+        while True:
+            free = self._free_slots()
+            if free <= 0:
+                self._free.clear()
+                await self._free.wait()
+                continue
+            want = min(free, settings.claim_batch)
+            self._wake.clear()
+            try:
+                claim = await self.store.claim(want, settings.lease_duration, self.worker_id)
+            except REDIS_ERRORS as exc:
+                self.metrics.inc_counter(REDIS_ERRORS_METRIC)
+                await backoff.sleep("claiming", exc)
+                continue
+            backoff.reset()
+            self.last_redis_ok = time.monotonic()
+            if claim is None:
+                if not self.paused:
+                    log.info("queue %s is paused: not claiming", self.store.keys.queue)
+                self.paused = True
+                await self._sleep_until_woken(settings.schedule_poll_interval)
+                continue
+            if self.paused:
+                log.info("queue %s resumed", self.store.keys.queue)
+                self.paused = False
+                self._free.set()
+            for activity_id, raw in claim.items:
+                self._start(activity_id, raw, claim.token, claim.now)
+            if len(claim.items) < want:
+                await self._sleep_until_woken(settings.schedule_poll_interval)
+
+    async def _sleep_until_woken(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    async def _schedule_loop(self) -> None:
+        backoff = _Backoff()
+        poll = self.settings.schedule_poll_interval
+        while True:
+            self._sched_wake.clear()
+            try:
+                moved, next_due = await self.store.promote_due()
+            except REDIS_ERRORS as exc:
+                await backoff.sleep("promoting scheduled activities", exc)
+                continue
+            backoff.reset()
+            if moved:
+                self._wake.set()
+            wait = poll if next_due is None else min(next_due, poll)
+            if wait <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._sched_wake.wait()
+
+    async def _cancel_loop(self) -> None:
+        backoff = _Backoff()
+        while True:
+            pubsub = self.store.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.store.keys.cancel_channel)
+                backoff.reset()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is not None and message.get("type") == "message":
+                        self._stop_activity(str(message["data"]), "cancelled")
+            except REDIS_ERRORS as exc:
+                await backoff.sleep("listening for cancellations", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+
+    def _stop_activity(self, activity_id: str, reason: str) -> None:
+        entry = self.running.get(activity_id)
+        if entry is not None and entry.stop_reason is None:
+            entry.stop_reason = reason
+            entry.cancel_token.cancel(reason)
+            entry.task.cancel()
+        self.held.pop(activity_id, None)
+
+    # -- heartbeats --------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                await self._heartbeat_once()
+            except REDIS_ERRORS as exc:
+                self.metrics.inc_counter(REDIS_ERRORS_METRIC)
+                await backoff.sleep("heartbeat", exc)
+                continue
+            backoff.reset()
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _heartbeat_once(self) -> None:
+        held = list(self.held.items())
+        lost = await self.store.heartbeat(self.settings.lease_duration, held)
+        for activity_id in lost:
+            if activity_id in self.running:
+                log.warning("lease of activity %s lost: stopping its handler", activity_id)
+                self.metrics.inc_counter(ACTIVITY_LEASE_LOST)
+            self._stop_activity(activity_id, "lease_lost")
+        reaped = await self.store.reap()
+        if reaped:
+            log.info("returned %d activities with expired leases to the queue", reaped)
+            self._wake.set()
+        self._queue_defaults = await self.store.get_config()
+        self.last_redis_ok = time.monotonic()
+
+    def _default(self, name: str, fallback: float) -> float:
+        value = self._queue_defaults.get(name)
+        if value is None:
+            return fallback
+        try:
+            return float(value)
+        except ValueError:
+            return fallback
+
+    # -- running -----------------------------------------------------------------------
+
+    def _start(self, activity_id: str, raw: str, token: str, claimed_at: float) -> None:
+        self.held[activity_id] = token
+        cancel_token = CancelToken()
+        task = asyncio.create_task(self._execute(activity_id, raw, token, claimed_at, cancel_token))
+        self.running[activity_id] = _Running(task, token, cancel_token)
+        task.add_done_callback(functools.partial(self._finished, activity_id))
+
+    def _finished(self, activity_id: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(activity_id, None)
+        self._free.set()
+
+    async def _execute(
+        self, activity_id: str, raw: str, token: str, claimed_at: float, cancel_token: CancelToken
+    ) -> None:
+        try:
+            if not raw:
+                raise CorruptRecordError("the activity's record is missing")
+            record = ActivityRecord.decode(raw)
+        except CorruptRecordError as exc:
+            log.error("activity %s has a corrupt record (%s): dead-lettering it", activity_id, exc)
+            self._dead(activity_id, token, str(exc), "corrupt", None, raw or None)
+            return
+        handler = self.registry.get(record.activity_type)
+        if handler is None:
+            error = (
+                f"no handler registered for activity type {record.activity_type!r}"
+                f" on queue {self.store.keys.queue!r}"
+            )
+            log.error("activity %s: %s", activity_id, error)
+            self._dead(activity_id, token, error, "unknown_type", record)
+            return
+        max_retries = record.max_retries
+        if max_retries is None:
+            max_retries = int(self._default("max_retries", self.settings.default_max_retries))
+        timeout = record.timeout or self._default("timeout", self.settings.default_timeout)
+        if record.retry_count == 0:
+            self.metrics.observe_duration(
+                ACTIVITY_QUEUE_WAIT, max(0.0, claimed_at - record.created_at)
+            )
+        ctx = ActivityContext(
+            activity_id=activity_id,
+            activity_type=record.activity_type,
+            retry_count=record.retry_count,
+            max_retries=max_retries,
+            priority=record.priority,
+            metadata=record.metadata,
+            activity_executor=self.client,
+            cancel_token=cancel_token,
+        )
+        await self._run_handler(handler, record, ctx, token, timeout, max_retries)
+
+    async def _run_handler(
+        self,
+        handler: Callable[[Any, ActivityContext], Awaitable[Any]],
+        record: ActivityRecord,
+        ctx: ActivityContext,
+        token: str,
+        timeout: float,
+        max_retries: int,
+    ) -> None:
+        activity_id = record.id
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await handler(record.payload, ctx)
+        except asyncio.CancelledError:
+            entry = self.running.get(activity_id)
+            reason = entry.stop_reason if entry is not None else None
+            if reason is None:
+                raise
+            if reason == "cancelled":
+                self.metrics.inc_counter(ACTIVITY_CANCELLED)
+            return  # lease lost or cancelled: nothing to acknowledge; shutdown: released
+        except TimeoutError as exc:
+            self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+            if deadline.expired():
+                self.metrics.inc_counter(ACTIVITY_TIMEOUT)
+                self._failed(
+                    record, token, f"timed out after {timeout:g}s", True, max_retries, "timeout"
+                )
+            else:
+                self._failed(record, token, _describe(exc), True, max_retries, "failed")
+            return
+        except NonRetryableError as exc:
+            self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+            self.metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
+            self._failed(record, token, str(exc), False, max_retries, "non_retryable")
+            return
+        except Exception as exc:
+            self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+            log.info(
+                "activity %s (%s) failed: %s", activity_id, record.activity_type, _describe(exc)
+            )
+            self._failed(record, token, _describe(exc), True, max_retries, "failed")
+            return
+        self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+        try:
+            result_json = encode_json(result, "the handler's result")
+        except SerializationError as exc:
+            self.metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
+            self._failed(record, token, str(exc), False, max_retries, "bad_result")
+            return
+        self._ack(_Ack("complete", activity_id, token, ResultDocument.completed_json(result_json)))
+
+    def _failed(
+        self,
+        record: ActivityRecord,
+        token: str,
+        error: str,
+        retryable: bool,
+        max_retries: int,
+        reason: str,
+    ) -> None:
+        if retryable and record.retry_count < max_retries:
+            delay = self.settings.backoff.delay(record.retry_count + 1)
+            updated = record.retried(error)
+            self._ack(_Ack("retry", record.id, token, (updated.encode(), delay)))
+            return
+        if retryable and reason == "failed":
+            reason = "retries_exhausted"
+        self._dead(record.id, token, error, reason, dataclasses.replace(record, last_error=error))
+
+    def _dead(
+        self,
+        activity_id: str,
+        token: str,
+        error: str,
+        reason: str,
+        record: ActivityRecord | None,
+        raw: str | None = None,
+    ) -> None:
+        entry = DeadLetterEntry(activity_id, error, reason, time.time(), record, raw)
+        self._ack(_Ack("dead", activity_id, token, entry))
+
+    # -- acknowledging -----------------------------------------------------------------
+
+    def _ack(self, ack: _Ack) -> None:
+        self._acks.append(ack)
+        self._acks_idle.clear()
+        self._ack_ready.set()
+
+    async def _ack_loop(self) -> None:
+        backoff = _Backoff()
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready.clear()
+            batch, self._acks = self._acks, []
+            if not batch:
+                self._acks_idle.set()
+                continue
+            while True:
+                try:
+                    results = await self._send_acks(batch)
+                    break
+                except NoScriptError:
+                    continue  # Redis restarted and forgot the scripts: reloaded, send again
+                except REDIS_ERRORS as exc:
+                    self.metrics.inc_counter(REDIS_ERRORS_METRIC)
+                    await backoff.sleep(f"acknowledging {len(batch)} activities", exc)
+            backoff.reset()
+            self.last_redis_ok = time.monotonic()
+            self._count_acks(batch, results)
+            if not self._acks:
+                self._acks_idle.set()
+
+    async def _send_acks(self, batch: list[_Ack]) -> list[bool]:
+        """One pipeline for the whole batch; acks are idempotent (lease tokens), so a batch
+        may safely be sent again after a failure."""
+        store = self.store
+        completes = [a for a in batch if a.kind == "complete"]
+        others = [a for a in batch if a.kind != "complete"]
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for i in range(0, len(completes), _COMPLETE_CHUNK):
+                chunk = completes[i : i + _COMPLETE_CHUNK]
+                store.complete_call(pipe, [(a.activity_id, a.token, a.data) for a in chunk])
+            for ack in others:
+                if ack.kind == "retry":
+                    record_json, delay = ack.data
+                    store.retry_call(pipe, ack.activity_id, ack.token, record_json, delay)
+                else:
+                    store.dead_letter_call(pipe, ack.activity_id, ack.token, ack.data)
+            try:
+                replies = await pipe.execute()
+            except NoScriptError:
+                await store.load_scripts()
+                raise
+        flags: list[bool] = []
+        n_chunks = (len(completes) + _COMPLETE_CHUNK - 1) // _COMPLETE_CHUNK
+        for reply in replies[:n_chunks]:
+            flags += [bool(int(x)) for x in reply]
+        flags += [bool(int(x)) for x in replies[n_chunks:]]
+        ordered = completes + others
+        by_id = {a.activity_id: ok for a, ok in zip(ordered, flags, strict=True)}
+        return [by_id[a.activity_id] for a in batch]
+
+    def _count_acks(self, batch: list[_Ack], results: list[bool]) -> None:
+        metrics = self.metrics
+        completed = 0
+        for ack, ok in zip(batch, results, strict=True):
+            self.held.pop(ack.activity_id, None)
+            if not ok:
+                metrics.inc_counter(ACTIVITY_LEASE_LOST)
+                log.warning(
+                    "activity %s: lease lost before its %s was recorded", ack.activity_id, ack.kind
+                )
+            elif ack.kind == "complete":
+                completed += 1
+            elif ack.kind == "retry":
+                metrics.inc_counter(ACTIVITY_RETRY)
+            else:
+                metrics.inc_counter(ACTIVITY_DEAD_LETTERED)
+        if completed:
+            metrics.inc_counter(ACTIVITY_COMPLETED, completed)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,68 @@
+"""Fixtures for the end-to-end tests: one real control plane for the whole session.
+
+The binaries are built before the first e2e test runs (``pytest_collection_finish``), outside any
+per-test timeout: the first run on a machine takes many minutes, later ones about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .binaries import Binaries, ensure_binaries
+from .cluster import ControlPlane, start_control_plane
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also registered in pyproject.toml; registering twice is harmless.
+    config.addinivalue_line(
+        "markers", "e2e: needs a real Kubernetes control plane (built on first use)"
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any(item.get_closest_marker("e2e") for item in session.items):
+        _ensure_visibly(session.config)
+
+
+def _ensure_visibly(config: pytest.Config) -> Binaries:
+    """Build the binaries with pytest's output capturing off, so the build's progress shows."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        return ensure_binaries()
+    with capture.global_and_fixture_disabled():
+        return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def control_plane(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager (+ kube-scheduler and kwok when built).
+
+    ``KUBECONFIG`` points at its admin kubeconfig for the whole session, so kopf and other clients
+    started by tests find it.
+    """
+    binaries = _ensure_visibly(pytestconfig)
+    with start_control_plane(binaries) as plane:
+        previous = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        try:
+            yield plane
+        finally:
+            if previous is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace, deleted after the test (without waiting for its contents to go)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
