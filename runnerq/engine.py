@@ -105,6 +105,8 @@ class WorkerEngine:
         for name, value in changes.items():
             if name == "redis_url":
                 self.redis_url = value
+            elif name == "metrics":
+                self.metrics = value
             elif name == "queue_name":
                 self.queue_settings = replace(self.queue_settings, name=value)
             elif name in WorkerSettings.__dataclass_fields__:

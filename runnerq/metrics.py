@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVITY_RETRY",
     "ACTIVITY_TIMEOUT",
     "REDIS_ERRORS",
+    "FanoutMetrics",
     "InMemoryMetrics",
     "MetricsSink",
     "NoopMetrics",
@@ -83,3 +84,18 @@ class InMemoryMetrics:
     def observe_duration(self, name: str, seconds: float) -> None:
         with self._lock:
             self.durations[name].append(seconds)
+
+
+class FanoutMetrics:
+    """Reports to several sinks (e.g. the app's own and Prometheus)."""
+
+    def __init__(self, *sinks: MetricsSink) -> None:
+        self.sinks = sinks
+
+    def inc_counter(self, name: str, value: int = 1) -> None:
+        for sink in self.sinks:
+            sink.inc_counter(name, value)
+
+    def observe_duration(self, name: str, seconds: float) -> None:
+        for sink in self.sinks:
+            sink.observe_duration(name, seconds)

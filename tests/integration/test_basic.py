@@ -14,7 +14,9 @@ async def test_enqueue_run_and_await_result(make_engine: EngineFactory, run_engi
         return {"sum": payload["a"] + payload["b"], "id": ctx.activity_id}
 
     await run_engine(engine)
-    future = await engine.get_activity_executor().activity("add").payload({"a": 1, "b": 2}).execute()
+    future = (
+        await engine.get_activity_executor().activity("add").payload({"a": 1, "b": 2}).execute()
+    )
     result = await future.get_result(timeout=5)
     assert result == {"sum": 3, "id": future.activity_id}
     stats = await engine.get_stats()

@@ -1,0 +1,69 @@
+# One place for every command: CI (.ci/run), the README and people all call these targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps venv demo test check lint format typecheck \
+        test-unit test-integration test-e2e bench clean
+
+help:
+	@echo "make demo     run the demo (starts its own redis-server unless RUNNERQ_REDIS_URL is set)"
+	@echo "make test     lint, type-check and run every test (installs what it needs first)"
+	@echo "make setup    install redis-server (Debian) and the Python dev environment in $(VENV)"
+
+setup: system-deps venv
+
+# redis-server from Debian's package when it is missing (CI and fresh machines).
+system-deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	fi
+	@redis-server --version
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/runnerq demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# Everything CI runs: static checks, then every test (unit, Redis, Kubernetes end-to-end).
+test: setup check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

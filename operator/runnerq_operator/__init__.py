@@ -1,0 +1,1 @@
+"""The runnerq Kubernetes operator: ActivityQueue resources -> Redis config + worker Deployments."""
