@@ -61,6 +61,8 @@ log = logging.getLogger("runnerq.worker")
 
 _COMPLETE_CHUNK = 500
 _MAX_BACKOFF = 5.0
+# Below redis-py's default socket read timeout (5 s), so a quiet BLPOP is not a timeout error.
+_BLOCK_SECONDS = 2
 
 
 def new_worker_id() -> str:
@@ -85,14 +87,22 @@ class _Ack:
 
 
 class _Backoff:
-    def __init__(self) -> None:
+    """Exponential pause after a Redis error; cut short when the worker stops."""
+
+    def __init__(self, stop: asyncio.Event | None = None) -> None:
         self.delay = 0.05
+        self._stop = stop
 
     async def sleep(self, what: str, exc: BaseException) -> None:
         log.warning(
             "%s failed (%s: %s); retrying in %.2fs", what, type(exc).__name__, exc, self.delay
         )
-        await asyncio.sleep(self.delay)
+        if self._stop is None:
+            await asyncio.sleep(self.delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.delay):
+                    await self._stop.wait()
         self.delay = min(self.delay * 2, _MAX_BACKOFF)
 
     def reset(self) -> None:
@@ -122,6 +132,7 @@ class Worker:
         self.last_redis_ok = 0.0
         self._queue_defaults: dict[str, str] = {}
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._free = asyncio.Event()
         self._wake = asyncio.Event()
         self._sched_wake = asyncio.Event()
@@ -129,7 +140,9 @@ class Worker:
         self._ack_ready = asyncio.Event()
         self._acks_idle = asyncio.Event()
         self._acks_idle.set()
+        self._acks_closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
 
@@ -146,9 +159,9 @@ class Worker:
         spawn = asyncio.create_task
         self._ack_task = spawn(self._ack_loop(), name="runnerq-acker")
         self._heartbeat_task = spawn(self._heartbeat_loop(), name="runnerq-heartbeat")
+        self._dispatch_task = spawn(self._dispatch_loop(), name="runnerq-dispatch")
         self._tasks = [
             spawn(self._wake_loop(), name="runnerq-wake"),
-            spawn(self._dispatch_loop(), name="runnerq-dispatch"),
             spawn(self._schedule_loop(), name="runnerq-scheduler"),
             spawn(self._cancel_loop(), name="runnerq-cancel"),
         ]
@@ -164,9 +177,21 @@ class Worker:
         cancel the rest and hand their leases back at once."""
         grace = self.settings.shutdown_grace if grace is None else grace
         self._stopping = True
+        self._stop_event.set()
+        # The dispatcher is never cancelled mid-claim (it would orphan leased activities until
+        # their leases expire): it sees the flag at its next wait and returns.
+        self._free.set()
+        self._wake.set()
+        self._sched_wake.set()
+        if self._dispatch_task is not None:
+            done, _ = await asyncio.wait([self._dispatch_task], timeout=grace + 10)
+            if not done:
+                self._dispatch_task.cancel()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Loops also check the stop flag, so one whose cancellation was swallowed by a library
+        # still ends at its next turn.
+        await asyncio.wait(self._tasks, timeout=_BLOCK_SECONDS + 3)
         tasks = [r.task for r in self.running.values()]
         if tasks:
             log.info("waiting up to %.1fs for %d running activities", grace, len(tasks))
@@ -180,11 +205,13 @@ class Worker:
             await asyncio.wait(leftovers)
         await self._drain_acks()
         await self._release_held()
-        for loop_task in (self._heartbeat_task, self._ack_task):
-            if loop_task is not None:
-                loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop_task
+        self._acks_closed = True
+        self._ack_ready.set()
+        loops = [t for t in (self._heartbeat_task, self._ack_task) if t is not None]
+        for loop_task in loops:
+            loop_task.cancel()
+        if loops:
+            await asyncio.wait(loops, timeout=_BLOCK_SECONDS + 3)
 
     async def _drain_acks(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(TimeoutError):
@@ -217,13 +244,13 @@ class Worker:
     async def _wake_loop(self) -> None:
         backoff = _Backoff()
         notify = self.store.keys.notify
-        while True:
+        while not self._stopping:
             if self._free_slots() <= 0:
                 self._free.clear()
                 await self._free.wait()
                 continue
             try:
-                token = await self.store.redis.blpop([notify], timeout=5)
+                token = await self.store.redis.blpop([notify], timeout=_BLOCK_SECONDS)
             except REDIS_ERRORS as exc:
                 await backoff.sleep("waiting for work", exc)
                 continue
@@ -238,13 +265,14 @@ class Worker:
             self._sched_wake.set()
 
     async def _dispatch_loop(self) -> None:
-        backoff = _Backoff()
+        backoff = _Backoff(self._stop_event)
         settings = self.settings
-        while True:
+        while not self._stopping:
             free = self._free_slots()
             if free <= 0:
                 self._free.clear()
-                await self._free.wait()
+                if not self._stopping:
+                    await self._free.wait()
                 continue
             want = min(free, settings.claim_batch)
             self._wake.clear()
@@ -266,12 +294,18 @@ class Worker:
                 log.info("queue %s resumed", self.store.keys.queue)
                 self.paused = False
                 self._free.set()
+            if self._stopping:
+                for activity_id, _ in claim.items:  # claimed as we stop: hand straight back
+                    self.held[activity_id] = claim.token
+                return
             for activity_id, raw in claim.items:
                 self._start(activity_id, raw, claim.token, claim.now)
             if len(claim.items) < want:
                 await self._sleep_until_woken(settings.schedule_poll_interval)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
+        if self._stopping:
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -279,7 +313,7 @@ class Worker:
     async def _schedule_loop(self) -> None:
         backoff = _Backoff()
         poll = self.settings.schedule_poll_interval
-        while True:
+        while not self._stopping:
             self._sched_wake.clear()
             try:
                 moved, next_due = await self.store.promote_due()
@@ -298,12 +332,12 @@ class Worker:
 
     async def _cancel_loop(self) -> None:
         backoff = _Backoff()
-        while True:
+        while not self._stopping:
             pubsub = self.store.redis.pubsub()
             try:
                 await pubsub.subscribe(self.store.keys.cancel_channel)
                 backoff.reset()
-                while True:
+                while not self._stopping:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._stop_activity(str(message["data"]), "cancelled")
@@ -325,7 +359,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         backoff = _Backoff()
-        while True:
+        while not self._stopping:
             try:
                 await self._heartbeat_once()
             except REDIS_ERRORS as exc:
@@ -504,7 +538,7 @@ class Worker:
 
     async def _ack_loop(self) -> None:
         backoff = _Backoff()
-        while True:
+        while not (self._acks_closed and not self._acks):
             await self._ack_ready.wait()
             self._ack_ready.clear()
             batch, self._acks = self._acks, []

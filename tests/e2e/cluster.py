@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -220,9 +219,15 @@ def _node_ready(plane: ControlPlane) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _open(url: str, context: ssl.SSLContext | None = None) -> Any:
+    # Never through a proxy from the environment: these are all loopback addresses.
+    handlers = [urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)]
+    return urllib.request.build_opener(*handlers).open(url, timeout=2)
+
+
 def _etcd_healthy(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+        with _open(f"http://127.0.0.1:{port}/health") as response:
             return bool(json.load(response).get("health") == "true")
     except (OSError, ValueError):
         return False
@@ -230,9 +235,9 @@ def _etcd_healthy(port: int) -> bool:
 
 def _https_ok(url: str, context: ssl.SSLContext) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+        with _open(url, context) as response:
             return bool(response.status == 200)
-    except (OSError, urllib.error.URLError):
+    except OSError:  # includes urllib.error.URLError and HTTPError
         return False
 
 
@@ -257,8 +262,11 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 def _up(with_nodes: bool) -> int:
     binaries = ensure_binaries()
     started = time.monotonic()
-    # SIGTERM (e.g. from `timeout` or a process manager) tears down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Tear down on Ctrl-C (even when started from a script that ignores SIGINT), on SIGTERM
+    # (e.g. from `timeout` or a process manager) and on SIGHUP (the terminal went away).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_keyboard_interrupt)
     try:
         with start_control_plane(binaries, with_nodes=with_nodes) as plane:
             elapsed = time.monotonic() - started

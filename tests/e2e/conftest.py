@@ -6,6 +6,7 @@ per-test timeout: the first run on a machine takes many minutes, later ones abou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 
 from .binaries import Binaries, ensure_binaries
 from .cluster import ControlPlane, start_control_plane
+
+BINARIES = pytest.StashKey[Binaries]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,16 +30,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if any(item.get_closest_marker("e2e") for item in session.items):
-        _ensure_visibly(session.config)
+        _binaries(session.config)
 
 
-def _ensure_visibly(config: pytest.Config) -> Binaries:
-    """Build the binaries with pytest's output capturing off, so the build's progress shows."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    if capture is None:
-        return ensure_binaries()
-    with capture.global_and_fixture_disabled():
-        return ensure_binaries()
+def _binaries(config: pytest.Config) -> Binaries:
+    """Ensure the binaries once per session, with output capturing off so the progress shows."""
+    if BINARIES not in config.stash:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            config.stash[BINARIES] = ensure_binaries()
+    return config.stash[BINARIES]
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +49,7 @@ def control_plane(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
     ``KUBECONFIG`` points at its admin kubeconfig for the whole session, so kopf and other clients
     started by tests find it.
     """
-    binaries = _ensure_visibly(pytestconfig)
-    with start_control_plane(binaries) as plane:
+    with start_control_plane(_binaries(pytestconfig)) as plane:
         previous = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         try:

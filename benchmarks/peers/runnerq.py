@@ -1,0 +1,44 @@
+"""runnerq, from this repository (the harness's own interpreter)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from benchmarks.peers import _common as c
+from runnerq import ActivityClient, ActivityContext, ActivityOption, WorkerEngine
+
+
+def worker(a: argparse.Namespace) -> None:
+    engine = WorkerEngine(redis_url=a.url, queue_name=a.queue, max_workers=a.concurrency)
+
+    @engine.activity("noop")
+    async def noop(payload: Any, ctx: ActivityContext) -> None:
+        c.hit(payload)
+
+    asyncio.run(engine.start())
+
+
+class Producer:
+    supports_bulk = True
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.client = ActivityClient(a.url, a.queue)
+
+    async def open(self) -> None:
+        await self.client.connect()
+
+    async def one(self, idx: int, delay: float | None) -> None:
+        options = ActivityOption(delay=delay) if delay else None
+        await self.client.execute_activity("noop", idx, options)
+
+    async def bulk(self, idxs: list[int]) -> None:
+        await self.client.enqueue_many([("noop", i) for i in idxs])
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+if __name__ == "__main__":
+    c.main(worker=worker, async_producer=Producer)

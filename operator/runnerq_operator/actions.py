@@ -1,0 +1,104 @@
+"""The writes both the reconciler and the autoscaler make for a queue: owned objects,
+replicas, the Redis configuration, status and Events. Callers hold the queue's lock."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from .conditions import Condition, merge_conditions, timestamp
+from .kube import ApiError, KubeApi, object_path
+from .manifests import build_configmap, build_deployment
+from .metrics import OperatorMetrics
+from .naming import deployment_name
+from .redis_queues import RedisPools, write_queue_config
+from .registry import QueueState
+from .settings import OperatorConfig
+from .status import queue_status
+
+__all__ = ["QueueWriter"]
+
+log = logging.getLogger("runnerq_operator.actions")
+
+Clock = Callable[[], float]
+
+
+class QueueWriter:
+    def __init__(
+        self,
+        api: KubeApi,
+        pools: RedisPools,
+        metrics: OperatorMetrics,
+        config: OperatorConfig,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.pools = pools
+        self.metrics = metrics
+        self.config = config
+        self.clock = clock
+
+    async def current_replicas(self, state: QueueState) -> int | None:
+        """The Deployment's ``spec.replicas``, or None when it does not exist yet."""
+        path = object_path("apps/v1", "deployments", state.namespace, deployment_name(state.name))
+        found = await self.api.get(path)
+        if found is None:
+            return None
+        return int(found.get("spec", {}).get("replicas", 1))
+
+    async def apply_owned(self, state: QueueState, replicas: int) -> None:
+        await self.api.apply(build_configmap(state.ref, state.spec))
+        await self.apply_replicas(state, replicas)
+
+    async def apply_replicas(self, state: QueueState, replicas: int) -> None:
+        """Apply the whole Deployment with ``replicas``: the only place that sets them."""
+        await self.api.apply(build_deployment(state.ref, state.spec, replicas))
+        state.replicas = replicas
+
+    async def write_config(self, state: QueueState) -> None:
+        client = self.pools.client(state.target)
+        await write_queue_config(client, state.spec.queue, state.spec.queue_config)
+        state.config_written = True
+
+    def set_conditions(self, state: QueueState, *updates: Condition) -> None:
+        state.conditions = merge_conditions(
+            state.conditions, updates, state.generation, timestamp()
+        )
+
+    async def write_status(self, state: QueueState, *, force: bool = False) -> None:
+        """Patch the status when it changed; a change of depth figures alone waits for
+        ``status_interval`` since the last patch (unless ``force``)."""
+        status = queue_status(
+            name=state.name,
+            queue=state.spec.queue,
+            generation=state.generation,
+            conditions=state.conditions,
+            replicas=state.replicas,
+            desired=state.desired,
+            depth=state.depth,
+            last_scale_time=state.last_scale_time,
+        )
+        if status == state.last_status and not force:
+            return
+        now = self.clock()
+        depth_only = {k: v for k, v in status.items() if k != "depth"} == {
+            k: v for k, v in state.last_status.items() if k != "depth"
+        }
+        if depth_only and not force and now - state.last_status_at < self.config.status_interval:
+            return
+        patch = dict(status)
+        if state.depth is not None:
+            patch["lastPollTime"] = timestamp()
+        await self.api.patch_status(state.namespace, state.name, patch)
+        state.last_status = status
+        state.last_status_at = now
+
+    async def event(self, state: QueueState, type_: str, reason: str, message: str) -> None:
+        """Post an Event; failing to is logged, never raised (Events are best effort)."""
+        try:
+            await self.api.post_event(state.ref, type_, reason, message)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("cannot post event %s for %s/%s: %s", reason, *state.key, exc)

@@ -1,0 +1,90 @@
+"""The kopf handlers: thin, typed, and all kopf settings in the one startup handler.
+
+Run with ``kopf run -m runnerq_operator.handlers --all-namespaces`` or
+``python -m runnerq_operator`` (which also serves kopf's liveness endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from .naming import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .runtime import OperatorRuntime
+from .settings import OperatorConfig
+
+__all__ = ["cleanup", "configure", "forget", "liveness", "purge", "reconcile"]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorConfig.from_env(os.environ)
+    # kopf keeps its bookkeeping in annotations of our group, never in our status schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/purge-redis"
+    # Events: ours are explicit; kopf adds one only for warnings and errors.
+    settings.posting.reporting_component = FIELD_MANAGER
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    if config.peering:
+        settings.peering.name = config.peering
+        settings.peering.standalone = False
+        settings.peering.mandatory = True
+    else:
+        settings.peering.standalone = True
+    runtime = OperatorRuntime(config)
+    await runtime.start()
+    memo.runtime = runtime
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime: OperatorRuntime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.stop()
+
+
+@kopf.on.probe(id="autoscaler")
+def liveness(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    runtime: OperatorRuntime = memo.runtime
+    if not runtime.healthy:
+        raise RuntimeError("the autoscaler is not running")
+    return {"queues": len(runtime.registry)}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    runtime: OperatorRuntime = memo.runtime
+    await runtime.reconciler.reconcile(body, logger)
+
+
+def _purge_requested(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Purge"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_purge_requested)
+async def purge(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Only queues with ``deletionPolicy: Purge`` get a finalizer and come here."""
+    runtime: OperatorRuntime = memo.runtime
+    await runtime.reconciler.delete(body, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Stop polling a deleted queue (its Deployment and ConfigMap go by garbage collection).
+
+    ``optional``: no finalizer for this; kopf calls it when it sees the deletion."""
+    runtime: OperatorRuntime = memo.runtime
+    runtime.reconciler.forget(body)

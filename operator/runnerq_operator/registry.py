@@ -1,0 +1,122 @@
+"""What the operator knows about each ActivityQueue between handler calls and polls.
+
+The kopf handlers register and drop queues; the autoscaler polls the registered ones.
+Each queue's ``lock`` serializes everything that writes its Deployment or status, so the
+reconciler and the autoscaler never race: one writer of ``spec.replicas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .redis_target import RedisTarget
+from .scaling import Depth, Stabilizer
+from .spec import QueueSpec
+
+__all__ = ["QueueKey", "QueueRegistry", "QueueState", "backoff_delay", "object_ref"]
+
+QueueKey = tuple[str, str]  # (namespace, name)
+
+
+def object_ref(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an ActivityQueue's body needed to own objects and post Events about it."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion", "runnerq.io/v1alpha1"),
+        "kind": body.get("kind", "ActivityQueue"),
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+def backoff_delay(interval: float, failures: int, cap: float) -> float:
+    """Seconds before the next poll after ``failures`` failed ones in a row."""
+    if failures <= 0:
+        return interval
+    return float(min(max(cap, interval), interval * 2 ** min(failures - 1, 16)))
+
+
+@dataclass(eq=False)
+class QueueState:
+    ref: dict[str, Any]
+    generation: int
+    spec: QueueSpec
+    target: RedisTarget
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The Deployment's replicas as the operator last wrote or read them.
+    replicas: int | None = None
+    desired: int | None = None
+    stabilizer: Stabilizer | None = None
+    depth: Depth | None = None
+    next_poll: float = 0.0
+    failures: int = 0
+    redis_error: str | None = None
+    config_written: bool = False
+    last_scale_time: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    last_status: dict[str, Any] = field(default_factory=dict)
+    last_status_at: float = float("-inf")
+
+    @property
+    def key(self) -> QueueKey:
+        meta = self.ref["metadata"]
+        return (meta["namespace"], meta["name"])
+
+    @property
+    def name(self) -> str:
+        return str(self.ref["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.ref["metadata"]["namespace"])
+
+
+class QueueRegistry:
+    def __init__(self) -> None:
+        self._queues: dict[QueueKey, QueueState] = {}
+        self.changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def __iter__(self) -> Iterator[QueueState]:
+        return iter(list(self._queues.values()))
+
+    def get(self, key: QueueKey) -> QueueState | None:
+        return self._queues.get(key)
+
+    def upsert(
+        self,
+        body: Mapping[str, Any],
+        spec: QueueSpec,
+        target: RedisTarget,
+        existing_status: Mapping[str, Any] | None = None,
+    ) -> QueueState:
+        """Register a queue or update its spec, keeping what was learnt at run time."""
+        ref = object_ref(body)
+        key = (ref["metadata"]["namespace"], ref["metadata"]["name"])
+        generation = int(body["metadata"].get("generation") or 0)
+        state = self._queues.get(key)
+        if state is None or state.ref["metadata"]["uid"] != ref["metadata"]["uid"]:
+            state = QueueState(ref=ref, generation=generation, spec=spec, target=target)
+            status = existing_status or {}
+            state.conditions = [dict(c) for c in status.get("conditions") or ()]
+            state.last_scale_time = status.get("lastScaleTime")
+            self._queues[key] = state
+        else:
+            if state.target != target or state.spec.queue_config != spec.queue_config:
+                state.config_written = False
+            state.ref, state.generation, state.spec, state.target = ref, generation, spec, target
+        state.next_poll = 0.0  # poll at once with the new spec
+        self.changed.set()
+        return state
+
+    def remove(self, key: QueueKey) -> QueueState | None:
+        state = self._queues.pop(key, None)
+        self.changed.set()
+        return state
+
+    def targets(self) -> set[RedisTarget]:
+        return {s.target for s in self._queues.values()}
