@@ -65,7 +65,8 @@ async def test_backoff_delay_is_applied_by_redis_clock(
     future = await client.execute_activity("fails", None)
     await asyncio.wait_for(failed.wait(), 10)
     keys = QueueKeys(client.queue_name)
-    score = float(await eventually(lambda: raw_redis.zscore(keys.scheduled, future.activity_id)))
+    found = await eventually(lambda: raw_redis.zscore(keys.scheduled, future.activity_id))
+    score = float(found or 0)
     seconds, micros = await raw_redis.time()
     now_ms = seconds * 1000 + micros // 1000
     assert 29_000 <= score - now_ms <= 30_000
