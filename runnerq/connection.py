@@ -84,6 +84,10 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
             timeout=config.conn_timeout,
             socket_connect_timeout=config.conn_timeout,
             decode_responses=True,
+            # Bytes written into a queue's keys by hand may not be UTF-8: decode them with
+            # replacement characters instead of failing the whole reply (a corrupt record then
+            # fails to parse and is dead-lettered; the rest of the batch runs).
+            encoding_errors="replace",
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
             **extra,
         )
@@ -99,7 +103,7 @@ async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
     async with translate_errors(f"cannot connect to Redis at {redact_url(url)}"):
         await client.ping()
         pool = client.connection_pool
-        held = [await pool.get_connection() for _ in range(max(0, min_idle - 1))]  # type: ignore[no-untyped-call]
+        held = [await pool.get_connection() for _ in range(min_idle)]  # type: ignore[no-untyped-call]
         for conn in held:
             await pool.release(conn)
 

@@ -163,7 +163,7 @@ class QueueStore:
         self.scripts.on_pipeline(
             pipe,
             self.scripts.dead_letter,
-            [k.jobs, k.inflight, k.leases, k.dead, k.dlq, k.stats, k.result(activity_id)],
+            [k.jobs, k.inflight, k.leases, k.dead, k.dlq, k.stats, k.result(activity_id), k.seq],
             [
                 activity_id,
                 token,

@@ -254,6 +254,10 @@ class Worker:
             except REDIS_ERRORS as exc:
                 await backoff.sleep("waiting for work", exc)
                 continue
+            except Exception as exc:
+                log.exception("unexpected error while waiting for work")
+                await backoff.sleep("waiting for work", exc)
+                continue
             backoff.reset()
             if token is None:
                 continue
@@ -280,6 +284,10 @@ class Worker:
                 claim = await self.store.claim(want, settings.lease_duration, self.worker_id)
             except REDIS_ERRORS as exc:
                 self.metrics.inc_counter(REDIS_ERRORS_METRIC)
+                await backoff.sleep("claiming", exc)
+                continue
+            except Exception as exc:
+                log.exception("unexpected error while claiming")
                 await backoff.sleep("claiming", exc)
                 continue
             backoff.reset()
@@ -317,7 +325,7 @@ class Worker:
             self._sched_wake.clear()
             try:
                 moved, next_due = await self.store.promote_due()
-            except REDIS_ERRORS as exc:
+            except Exception as exc:
                 await backoff.sleep("promoting scheduled activities", exc)
                 continue
             backoff.reset()
@@ -341,7 +349,7 @@ class Worker:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._stop_activity(str(message["data"]), "cancelled")
-            except REDIS_ERRORS as exc:
+            except Exception as exc:
                 await backoff.sleep("listening for cancellations", exc)
             finally:
                 with contextlib.suppress(Exception):
@@ -362,7 +370,7 @@ class Worker:
         while not self._stopping:
             try:
                 await self._heartbeat_once()
-            except REDIS_ERRORS as exc:
+            except Exception as exc:
                 self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                 await backoff.sleep("heartbeat", exc)
                 continue
@@ -551,7 +559,7 @@ class Worker:
                     break
                 except NoScriptError:
                     continue  # Redis restarted and forgot the scripts: reloaded, send again
-                except REDIS_ERRORS as exc:
+                except Exception as exc:
                     self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                     await backoff.sleep(f"acknowledging {len(batch)} activities", exc)
             backoff.reset()

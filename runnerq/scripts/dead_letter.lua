@@ -4,9 +4,10 @@
 -- KEYS[2] inflight  ZSET  id -> lease deadline
 -- KEYS[3] leases    HASH  id -> lease token
 -- KEYS[4] dead      HASH  id -> dead-letter entry (JSON: record or raw text, error, reason)
--- KEYS[5] dlq       ZSET  id -> time dead-lettered (ms), capped
+-- KEYS[5] dlq       ZSET  id -> order dead-lettered (sequence), capped
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] result    STRING the activity's terminal document (TTL)
+-- KEYS[8] seq       STRING counter (dead-letter order)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
 -- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities
@@ -24,7 +25,7 @@ redis.call('HDEL', leases, id)
 redis.call('ZREM', inflight, id)
 redis.call('HDEL', jobs, id)
 redis.call('HSET', dead, id, ARGV[3])
-redis.call('ZADD', dlq, now_ms(), id)
+redis.call('ZADD', dlq, redis.call('INCR', KEYS[8]), id)
 redis.call('SET', result, ARGV[4], 'PX', tonumber(ARGV[5]))
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'dead_lettered', 1)

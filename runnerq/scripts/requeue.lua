@@ -1,7 +1,7 @@
 -- requeue: send a dead-lettered activity back to the ready set with a fresh retry budget.
 --
 -- KEYS[1] dead    HASH  id -> dead-letter entry
--- KEYS[2] dlq     ZSET  id -> time dead-lettered
+-- KEYS[2] dlq     ZSET  id -> order dead-lettered
 -- KEYS[3] jobs    HASH  id -> activity record
 -- KEYS[4] ready   ZSET  id -> priority/FIFO score
 -- KEYS[5] seq     STRING counter

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 __all__ = ["RedisServer", "free_port"]
@@ -25,7 +26,9 @@ class RedisServer:
     restart Redis under running workers (with ``appendonly`` the data survives).
     """
 
-    def __init__(self, *, appendonly: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, *, appendonly: bool = False, password: str | None = None, tls: bool = False
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH: run `make setup` (installs it)")
@@ -33,13 +36,71 @@ class RedisServer:
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="runnerq-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        if self.tls:
+            ca = urllib.parse.quote(str(self.dir / "ca.crt"))
+            return f"rediss://{auth}127.0.0.1:{self.port}?ssl_ca_certs={ca}"
         return f"redis://{auth}127.0.0.1:{self.port}"
+
+    def _make_certificates(self) -> None:
+        d = self.dir
+        if (d / "server.crt").exists():
+            return
+
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=runnerq-test-ca",
+            "-keyout",
+            str(d / "ca.key"),
+            "-out",
+            str(d / "ca.crt"),
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(d / "server.key"),
+            "-out",
+            str(d / "server.csr"),
+        )
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(d / "server.csr"),
+            "-CA",
+            str(d / "ca.crt"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(d / "san.cnf"),
+            "-out",
+            str(d / "server.crt"),
+        )
 
     def start(self) -> RedisServer:
         args = [
@@ -65,6 +126,21 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            self._make_certificates()
+            args[2] = "0"  # no plain-text port
+            args += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.dir / "server.crt"),
+                "--tls-key-file",
+                str(self.dir / "server.key"),
+                "--tls-ca-cert-file",
+                str(self.dir / "ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -73,6 +149,8 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    if self.tls:
+                        return self
                     s.sendall(b"PING\r\n")
                     if s.recv(64):
                         return self
