@@ -6,9 +6,11 @@
 * processing: ``n`` no-op activities are enqueued first, then one worker process starts; the
   rate is taken between the hit marks at 5% and 100% (the first 5% is warm-up);
 * latency: an idle worker (concurrency 10, warmed up by ``warmup`` activities): each of
-  ``latency_samples`` activities is sent ``latency_gap`` seconds after the previous one
-  started (at most ``latency_budget`` seconds of them); enqueue call start -> handler start
-  (and, to tell the client's share from the worker's, how long the enqueue call took);
+  ``latency_samples`` activities is sent ``latency_gap`` seconds (plus a random jitter of up
+  to the longest latency seen so far, so that polling workers are met at every phase) after
+  the previous one started (at most ``latency_budget`` seconds of them); enqueue call
+  start -> handler start (and, to tell the client's share from the worker's, how long the
+  enqueue call took);
 * scheduling: ``sched_samples`` activities with ``sched_delay``, sent ``sched_gap`` apart
   with at most delay/gap of them waiting (so a slow worker is not buried);
   handler start - (enqueue call start + delay);
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -224,12 +227,14 @@ class Scenarios:
         budget: float,
     ) -> dict[int, float]:
         """Send ``idxs`` one by one, at least ``gap`` apart, with at most ``window`` sent but
-        not started (window 1: each after the previous started, plus ``gap``: an idle
-        worker), until ``budget`` seconds have gone; the send times."""
+        not started (window 1: each after the previous started, plus ``gap`` and a random
+        jitter: an idle worker), until ``budget`` seconds have gone; the send times."""
+        rng = random.Random(idxs.start)
         deadline = time.monotonic() + budget
         asked: list[int] = []
         pending: list[int] = []
         last = 0.0
+        span = 0.0  # the longest latency seen so far (window 1), capped at 1 s
         for idx in idxs:
             while len(pending) >= window:
                 if not worker.wait_for({pending[0]}, deadline - time.monotonic()):
@@ -238,7 +243,17 @@ class Scenarios:
                     pending = [i for i in pending if i not in worker.times]
             if len(pending) >= window or time.monotonic() >= deadline:
                 break
-            pause = last + gap - time.monotonic() if window > 1 else gap if asked else 0.0
+            if window > 1:
+                pause = last + gap - time.monotonic()
+            elif asked:
+                # A random extra pause, up to the longest latency so far: a worker that polls
+                # (arq every 0.5 s) would otherwise be met at the same phase of its cycle.
+                prev = asked[-1]
+                if prev in worker.times and prev in producer.times:
+                    span = min(1.0, max(span, worker.times[prev] - producer.times[prev]))
+                pause = gap + rng.uniform(0.0, span)
+            else:
+                pause = 0.0
             if pause > 0:
                 time.sleep(pause)
             last = time.monotonic()

@@ -150,10 +150,10 @@ async def _worker(args: argparse.Namespace) -> int:
     max_workers = args.max_workers or _int_env("RUNNERQ_MAX_WORKERS")
     if max_workers:
         changes["max_workers"] = max_workers
+    engine.configure(**changes)
     port = args.metrics_port if args.metrics_port is not None else _int_env("RUNNERQ_METRICS_PORT")
     if port is not None:
-        changes["metrics"] = _with_prometheus(engine)
-    engine.configure(**changes)
+        engine.configure(metrics=_with_prometheus(engine))  # after the queue name is final
     server = None
     if port is not None:
         server = HealthServer(lambda: engine.worker is not None and engine.worker.ready, port)

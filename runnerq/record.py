@@ -36,7 +36,8 @@ def encode_json(value: Any, what: str, limit: int | None = None) -> str:
         text = _encoder.encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
-    if limit is not None and len(text) > limit and len(text.encode()) > limit:
+    # A character is at most 4 bytes in UTF-8: only long texts need the exact byte count.
+    if limit is not None and len(text) * 4 > limit and len(text.encode()) > limit:
         raise SerializationError(
             f"{what} is {len(text.encode())} bytes of JSON, over the limit of {limit} bytes"
         )
@@ -115,7 +116,9 @@ class ActivityRecord:
         max_retries = _optional(doc, "max_retries", int)
         timeout = _optional(doc, "timeout", float)
         retry_count = _optional(doc, "retry_count", int) or 0
-        metadata = doc.get("metadata") or {}
+        metadata = doc.get("metadata")
+        if metadata is None:
+            metadata = {}
         if not isinstance(metadata, dict):
             raise CorruptRecordError("record field 'metadata' must be an object")
         created_at = _optional(doc, "created_at", float) or 0.0

@@ -116,7 +116,7 @@ async def test_corrupt_entry_is_dead_lettered_and_worker_continues(
 ) -> None:
     keys = QueueKeys(client.queue_name)
     data = raw.encode("utf-8", "surrogateescape")
-    await raw_redis.hset(keys.jobs, "corrupt-1", data)  # type: ignore[misc]
+    await raw_redis.hset(keys.jobs, "corrupt-1", data)
     await raw_redis.zadd(keys.ready, {"corrupt-1": 0})
     engine = make_engine()
 
@@ -172,7 +172,8 @@ async def test_odd_exceptions_from_handlers(
 
     @engine.activity("keyerror")
     async def keyerror(payload: Any, ctx: ActivityContext) -> Any:
-        return {}["missing"]
+        empty: dict[str, int] = {}
+        return empty["missing"]
 
     @engine.activity("timeouterror")
     async def timeouterror(payload: Any, ctx: ActivityContext) -> Any:
