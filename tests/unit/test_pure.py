@@ -74,9 +74,9 @@ def test_keys_share_one_hash_tag() -> None:
     keys = QueueKeys("emails")
     assert keys.ready == "runnerq:{emails}:ready"
     tags = {
-        re.search(r"\{(.*?)\}", getattr(keys, f)).group(1)
+        re.findall(r"\{(.*?)\}", getattr(keys, f))[0]
         for f in ("jobs", "ready", "inflight", "dlq", "config")
-    }  # type: ignore[union-attr]
+    }
     assert tags == {"emails"}
     assert keys.result("abc") == "runnerq:{emails}:result:abc"
     for bad in ["", "a{b}", "has space", "x" * 201, "-leading"]:
