@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help setup system-deps venv demo test check lint format typecheck \
-        test-unit test-integration test-e2e bench clean
+        test-unit test-integration test-e2e bench cluster-up clean
 
 help:
 	@echo "make demo     run the demo (starts its own redis-server unless RUNNERQ_REDIS_URL is set)"
@@ -64,6 +64,10 @@ test: setup check
 
 bench: setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# A throw-away Kubernetes control plane (built on first use); prints KUBECONFIG, Ctrl-C stops it.
+cluster-up: venv
+	$(PY) -m tests.e2e.cluster up
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build
