@@ -8,8 +8,8 @@ returns the engine's own client, so handlers can enqueue follow-up activities.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -23,7 +23,7 @@ from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .priority import ActivityPriority
-from .record import ActivityRecord, DeadLetterEntry, encode_json
+from .record import DeadLetterEntry, encode_record
 from .results import ResultListener
 from .scripts import Scripts
 from .stats import QueueStats
@@ -55,6 +55,8 @@ class ActivityClient:
         self.store = QueueStore(self.redis, self.settings, Scripts(self.redis))
         self.metrics: MetricsSink = metrics or NoopMetrics()
         self._results = ResultListener(self.store, self.redis_config.conn_timeout)
+        self._id_prefix = os.urandom(10).hex()
+        self._id_counter = int.from_bytes(os.urandom(3), "big") << 16
         self._enqueuer: Coalescer[EnqueueItem, tuple[str, bool]] = Coalescer(
             self._enqueue_batch, _ENQUEUE_BATCH
         )
@@ -119,30 +121,37 @@ class ActivityClient:
         return out
 
     def _prepare(self, activity_type: str, payload: Any, options: ActivityOption) -> EnqueueItem:
+        """Validate and encode one activity (the hot path of every enqueue: one JSON encode)."""
         if not isinstance(activity_type, str) or not activity_type:
             raise ConfigurationError(
                 f"activity type must be a non-empty string, not {activity_type!r}"
             )
-        payload_json = encode_json(payload, "payload", self.settings.max_payload_bytes)
-        record = ActivityRecord(
-            id=str(uuid.uuid4()),
-            activity_type=activity_type,
-            payload=None,
-            priority=options.priority,
-            max_retries=options.max_retries,
-            timeout=options.timeout,
-            metadata=options.metadata,
-            created_at=time.time(),
-            idempotency_key=options.idempotency_key,
+        activity_id = self._new_id()
+        record_json = encode_record(
+            activity_id,
+            activity_type,
+            payload,
+            options.priority,
+            options.max_retries,
+            options.timeout,
+            options.metadata,
+            time.time(),
+            options.idempotency_key,
+            self.settings.max_payload_bytes,
         )
         return EnqueueItem(
-            id=record.id,
-            record_json=record.encode(payload_json),
+            id=activity_id,
+            record_json=record_json,
             priority=options.priority,
             delay=options.delay or 0.0,
             due_at=options.run_at.timestamp() if options.run_at is not None else None,
             idempotency_key=options.idempotency_key,
         )
+
+    def _new_id(self) -> str:
+        # A random per-client prefix and a counter: unique like a UUID4, far cheaper to make.
+        self._id_counter += 1
+        return f"{self._id_prefix}{self._id_counter:012x}"
 
     # -- following up ------------------------------------------------------------------
 

@@ -139,6 +139,10 @@ class WorkerSettings:
     default_timeout: float = DEFAULT_TIMEOUT
     claim_batch: int = DEFAULT_CLAIM_BATCH
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # Activities claimed ahead of free slots (their leases are held and heartbeated, their
+    # timeout starts when they start). None: as many as max_workers. 0 turns it off: best
+    # when activities are long and many workers share a queue.
+    prefetch: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
@@ -159,6 +163,8 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"default_max_retries must be an integer >= 0, not {self.default_max_retries!r}"
             )
+        if self.prefetch is not None and (not isinstance(self.prefetch, int) or self.prefetch < 0):
+            raise ConfigurationError(f"prefetch must be an integer >= 0, not {self.prefetch!r}")
         if not isinstance(self.claim_batch, int) or self.claim_batch < 1:
             raise ConfigurationError(
                 f"claim_batch must be an integer >= 1, not {self.claim_batch!r}"

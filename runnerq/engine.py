@@ -60,6 +60,7 @@ class WorkerEngine:
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         default_max_retries: int = DEFAULT_MAX_RETRIES,
         default_timeout: float = DEFAULT_TIMEOUT,
+        prefetch: int | None = None,
         backoff: BackoffPolicy | None = None,
         redis_config: RedisConfig | None = None,
         queue_settings: QueueSettings | None = None,
@@ -80,6 +81,7 @@ class WorkerEngine:
             shutdown_grace=shutdown_grace,
             default_max_retries=default_max_retries,
             default_timeout=default_timeout,
+            prefetch=prefetch,
             backoff=backoff or BackoffPolicy(),
         )
         self.metrics: MetricsSink = metrics or NoopMetrics()
@@ -264,6 +266,9 @@ class WorkerEngineBuilder:
 
     def default_timeout(self, seconds: float) -> Self:
         return self._set("default_timeout", seconds)
+
+    def prefetch(self, n: int) -> Self:
+        return self._set("prefetch", n)
 
     def backoff(
         self, base: float = 1.0, factor: float = 2.0, cap: float = 300.0, jitter: float = 0.5

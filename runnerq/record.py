@@ -21,6 +21,7 @@ __all__ = [
     "DeadLetterEntry",
     "ResultDocument",
     "encode_json",
+    "encode_record",
 ]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -41,6 +42,45 @@ def encode_json(value: Any, what: str, limit: int | None = None) -> str:
         raise SerializationError(
             f"{what} is {len(text.encode())} bytes of JSON, over the limit of {limit} bytes"
         )
+    return text
+
+
+def encode_record(
+    activity_id: str,
+    activity_type: str,
+    payload: Any,
+    priority: ActivityPriority,
+    max_retries: int | None,
+    timeout: float | None,
+    metadata: dict[str, Any],
+    created_at: float,
+    idempotency_key: str | None,
+    max_payload_bytes: int,
+) -> str:
+    """A new activity's record JSON, the same as ``ActivityRecord(...).encode()``, in one
+    encoder call; raises ``SerializationError`` for a payload that is not JSON or too big."""
+    doc = {
+        "id": activity_id,
+        "type": activity_type,
+        "priority": priority.value,
+        "max_retries": max_retries,
+        "timeout": timeout,
+        "retry_count": 0,
+        "metadata": metadata,
+        "created_at": created_at,
+        "idempotency_key": idempotency_key,
+        "last_error": None,
+        "payload": payload,
+    }
+    try:
+        text = _encoder.encode(doc)
+    except (TypeError, ValueError):
+        encode_json(payload, "payload")  # raises, naming the payload
+        encode_json(metadata, "metadata")
+        raise
+    # The limit is on the payload; only a record that could be over it pays the exact count.
+    if len(text) * 4 > max_payload_bytes:
+        encode_json(payload, "payload", max_payload_bytes)
     return text
 
 
@@ -93,7 +133,8 @@ class ActivityRecord:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptRecordError(f"record is not JSON: {exc}") from None
-        return cls.from_dict(doc)
+        fast = _decode_well_formed(cls, doc)
+        return fast if fast is not None else cls.from_dict(doc)
 
     @classmethod
     def from_dict(cls, doc: Any) -> ActivityRecord:
@@ -140,6 +181,56 @@ class ActivityRecord:
 
     def retried(self, error: str) -> ActivityRecord:
         return replace(self, retry_count=self.retry_count + 1, last_error=error)
+
+
+_PRIORITIES = {p.value: p for p in ActivityPriority}
+
+
+def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord | None:
+    """The hot path for records runnerq wrote itself; ``None`` sends anything unusual to
+    ``from_dict``, which validates field by field and says what is wrong."""
+    try:
+        activity_id = doc["id"]
+        activity_type = doc["type"]
+        priority = _PRIORITIES[doc["priority"]]
+        max_retries = doc["max_retries"]
+        timeout = doc["timeout"]
+        retry_count = doc["retry_count"]
+        metadata = doc["metadata"]
+        created_at = doc["created_at"]
+        idem = doc["idempotency_key"]
+        last_error = doc["last_error"]
+        payload = doc["payload"]
+    except (KeyError, TypeError):
+        return None
+    if (
+        type(activity_id) is not str
+        or not activity_id
+        or type(activity_type) is not str
+        or not activity_type
+        or not (max_retries is None or (type(max_retries) is int and max_retries >= 0))
+        or not (timeout is None or (type(timeout) in (int, float) and 0 <= timeout < math.inf))
+        or type(retry_count) is not int
+        or retry_count < 0
+        or type(metadata) is not dict
+        or type(created_at) not in (int, float)
+        or not (idem is None or type(idem) is str)
+        or not (last_error is None or type(last_error) is str)
+    ):
+        return None
+    return cls(
+        id=activity_id,
+        activity_type=activity_type,
+        payload=payload,
+        priority=priority,
+        max_retries=max_retries,
+        timeout=None if timeout is None else float(timeout),
+        retry_count=retry_count,
+        metadata=metadata,
+        created_at=float(created_at),
+        idempotency_key=idem,
+        last_error=last_error,
+    )
 
 
 def _optional(doc: dict[str, Any], name: str, kind: type[int] | type[float]) -> int | float | None:

@@ -29,7 +29,7 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EnqueueItem:
     """One activity to enqueue: its id, encoded record and when it becomes ready."""
 
@@ -79,10 +79,7 @@ class QueueStore:
             args += [
                 item.id,
                 item.record_json,
-                item.priority.rank,
-                _ms(item.delay),
-                due_at,
-                idem_index,
+                f"{item.priority.rank}:{_ms(item.delay)}:{due_at}:{idem_index}",
             ]
         raw = await self.scripts.enqueue(keys=keys, args=args)
         return [(str(raw[i]), bool(int(raw[i + 1]))) for i in range(0, len(raw), 2)]

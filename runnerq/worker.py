@@ -17,6 +17,7 @@ Every loop survives Redis going away: it backs off, reconnects and carries on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -127,6 +128,12 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
         self.running: dict[str, _Running] = {}
+        # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock).
+        self._buffer: collections.deque[tuple[str, str, str, float]] = collections.deque()
+        prefetch = settings.max_workers if settings.prefetch is None else settings.prefetch
+        self._capacity = settings.max_workers + prefetch
+        # Refill the buffer in batches, not one activity at a time.
+        self._low_water = max(1, min(settings.claim_batch, self._capacity // 2))
         self.held: dict[str, str] = {}  # id -> lease token, until acknowledged or released
         self.paused = False
         self.last_redis_ok = 0.0
@@ -196,6 +203,7 @@ class Worker:
         if tasks:
             log.info("waiting up to %.1fs for %d running activities", grace, len(tasks))
             await asyncio.wait(tasks, timeout=grace)
+        self._buffer.clear()  # never started: their leases are handed back below
         for entry in list(self.running.values()):
             entry.stop_reason = "shutdown"
             entry.cancel_token.cancel("shutdown")
@@ -241,11 +249,15 @@ class Worker:
     def _free_slots(self) -> int:
         return self.settings.max_workers - len(self.running)
 
+    def _room(self) -> int:
+        """How many more activities this worker may hold: slots plus its prefetch buffer."""
+        return self._capacity - len(self.running) - len(self._buffer)
+
     async def _wake_loop(self) -> None:
         backoff = _Backoff()
         notify = self.store.keys.notify
         while not self._stopping:
-            if self._free_slots() <= 0:
+            if self._room() <= 0:
                 self._free.clear()
                 await self._free.wait()
                 continue
@@ -261,7 +273,7 @@ class Worker:
             backoff.reset()
             if token is None:
                 continue
-            if self._free_slots() <= 0:
+            if self._room() <= 0:
                 # Full since we blocked: pass the wake-up on to another worker.
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self.store.redis.lpush(notify, "1")
@@ -272,13 +284,14 @@ class Worker:
         backoff = _Backoff(self._stop_event)
         settings = self.settings
         while not self._stopping:
-            free = self._free_slots()
-            if free <= 0:
+            room = self._room()
+            hungry = not self._buffer and self._free_slots() > 0
+            if room < self._low_water and not hungry:
                 self._free.clear()
                 if not self._stopping:
                     await self._free.wait()
                 continue
-            want = min(free, settings.claim_batch)
+            want = min(room, settings.claim_batch)
             self._wake.clear()
             try:
                 claim = await self.store.claim(want, settings.lease_duration, self.worker_id)
@@ -302,14 +315,23 @@ class Worker:
                 log.info("queue %s resumed", self.store.keys.queue)
                 self.paused = False
                 self._free.set()
-            if self._stopping:
-                for activity_id, _ in claim.items:  # claimed as we stop: hand straight back
-                    self.held[activity_id] = claim.token
-                return
             for activity_id, raw in claim.items:
-                self._start(activity_id, raw, claim.token, claim.now)
+                self.held[activity_id] = claim.token
+                self._buffer.append((activity_id, raw, claim.token, claim.now))
+            if self._stopping:
+                return  # what was just claimed is handed straight back by stop()
+            self._start_buffered()
             if len(claim.items) < want:
                 await self._sleep_until_woken(settings.schedule_poll_interval)
+
+    def _start_buffered(self) -> None:
+        """Start buffered activities while slots are free."""
+        buffer = self._buffer
+        while buffer and len(self.running) < self.settings.max_workers and not self._stopping:
+            activity_id, raw, token, claimed_at = buffer.popleft()
+            if self.held.get(activity_id) != token:
+                continue  # cancelled or lease lost while it waited in the buffer
+            self._start(activity_id, raw, token, claimed_at)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
         if self._stopping:
@@ -404,7 +426,6 @@ class Worker:
     # -- running -----------------------------------------------------------------------
 
     def _start(self, activity_id: str, raw: str, token: str, claimed_at: float) -> None:
-        self.held[activity_id] = token
         cancel_token = CancelToken()
         task = asyncio.create_task(self._execute(activity_id, raw, token, claimed_at, cancel_token))
         self.running[activity_id] = _Running(task, token, cancel_token)
@@ -412,6 +433,8 @@ class Worker:
 
     def _finished(self, activity_id: str, _task: asyncio.Task[None]) -> None:
         self.running.pop(activity_id, None)
+        if self._buffer:
+            self._start_buffered()
         self._free.set()
 
     async def _execute(

@@ -10,9 +10,9 @@
 --
 -- ARGV[1] notify cap (tokens kept at most)
 -- ARGV[2] idempotency TTL (ms)
--- then 6 values per activity:
---   id, record, rank, delay ms (used when due_at is 0), due_at epoch ms (0: use delay),
---   idempotency key index into KEYS (0: none)
+-- then 3 values per activity: id, record, and "rank:delay:due_at:idem" where delay is in
+--   ms (used when due_at is 0), due_at is epoch ms (0: use delay), and idem is the index of
+--   the activity's idempotency key in KEYS (0: none)
 --
 -- Returns a flat list, 2 values per activity: the id that stands for it (an earlier
 -- activity's id when its idempotency key was taken), and 1 if it was created, else 0.
@@ -24,9 +24,10 @@ local now = now_ms()
 local out = {}
 local woke_ready, woke_scheduled, created = 0, 0, 0
 
-for i = 3, #ARGV, 6 do
-  local id, record, rank = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local delay, due_at, idem_index = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+for i = 3, #ARGV, 3 do
+  local id, record = ARGV[i], ARGV[i + 1]
+  local r, d, a, x = string.match(ARGV[i + 2], '^(%d+):(%d+):(%d+):(%d+)$')
+  local rank, delay, due_at, idem_index = tonumber(r), tonumber(d), tonumber(a), tonumber(x)
   local existing = false
   if idem_index > 0 then
     existing = redis.call('GET', KEYS[idem_index])
