@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -121,6 +122,7 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "redis_server": str(client.info("server").get("redis_version")),
         "redis_ping": ping_probe(url),
+        "git": git_state(),
         "settings": asdict(s),
         "argv": sys.argv[1:],
     }
@@ -176,6 +178,18 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
         "profile": profile,
         "method": _method(s),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and which tracked files differed from it (runnerq may be dirty)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=RESULTS.parent.parent, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": git("diff", "--name-only").split()}
 
 
 def ping_probe(url: str, n: int = 300) -> dict[str, float]:

@@ -6,7 +6,7 @@ import contextlib
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -68,14 +68,34 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+_COMMON: dict[str, Any] = {
+    "decode_responses": True,
+    # Bytes written into a queue's keys by hand may not be UTF-8: decode them with
+    # replacement characters instead of failing the whole reply (a corrupt record then
+    # fails to parse and is dead-lettered; the rest of the batch runs).
+    "encoding_errors": "replace",
+}
+
+
 def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aioredis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) on a pool that
-    follows ``config``. Nothing is opened until first use (see ``warm_up``)."""
+    """A client for ``url`` on a pool that follows ``config``; nothing is opened until first
+    use (see ``warm_up``).
+
+    ``redis://`` and ``rediss://`` (TLS) reach one server; ``unix://`` a socket;
+    ``redis+cluster://[:password@]host:port[,host:port...]`` a Redis Cluster (any reachable
+    nodes; the rest are discovered); ``redis+sentinel://[:password@]host:port[,...]/service[/db]``
+    the current master of a Sentinel-monitored service (``rediss+`` for TLS to the servers).
+    """
     config = config or RedisConfig()
     scheme = urllib.parse.urlsplit(url).scheme
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return _cluster(url, config, **extra)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        return _sentinel(url, config, **extra)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(
-            f"unsupported Redis URL {redact_url(url)!r}: expected redis://, rediss:// or unix://"
+            f"unsupported Redis URL {redact_url(url)!r}: expected redis://, rediss://, unix://,"
+            " redis+cluster:// or redis+sentinel://"
         )
     try:
         pool = _LifecyclePool.from_url(
@@ -83,11 +103,9 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
             max_connections=config.max_size,
             timeout=config.conn_timeout,
             socket_connect_timeout=config.conn_timeout,
-            decode_responses=True,
-            # Bytes written into a queue's keys by hand may not be UTF-8: decode them with
-            # replacement characters instead of failing the whole reply (a corrupt record then
-            # fails to parse and is dead-lettered; the rest of the batch runs).
-            encoding_errors="replace",
+            socket_timeout=config.socket_timeout,
+            socket_keepalive=True,
+            **_COMMON,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
             **extra,
         )
@@ -98,11 +116,81 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
     return aioredis.Redis.from_pool(pool)
 
 
+def _hosts(url: str) -> tuple[urllib.parse.SplitResult, str | None, list[tuple[str, int]]]:
+    parts = urllib.parse.urlsplit(url)
+    auth, _, hostlist = parts.netloc.rpartition("@")
+    password = urllib.parse.unquote(auth.partition(":")[2]) if ":" in auth else None
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, _, port = item.strip().rpartition(":")
+        try:
+            hosts.append((host or "127.0.0.1", int(port)))
+        except ValueError:
+            raise ConfigurationError(f"bad host:port {item!r} in {redact_url(url)!r}") from None
+    if not hosts:
+        raise ConfigurationError(f"no hosts in {redact_url(url)!r}")
+    return parts, password or None, hosts
+
+
+def _cluster(url: str, config: RedisConfig, **extra: Any) -> aioredis.Redis:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    parts, password, hosts = _hosts(url)
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in hosts],
+        password=password,
+        ssl=parts.scheme.startswith("rediss"),
+        max_connections=config.max_size,
+        socket_connect_timeout=config.conn_timeout,
+        socket_timeout=config.socket_timeout,
+        socket_keepalive=True,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
+        **_COMMON,
+        **extra,
+    )
+    # Typed as the single-server client: runnerq uses the commands both share.
+    return cast(aioredis.Redis, client)
+
+
+def _sentinel(url: str, config: RedisConfig, **extra: Any) -> aioredis.Redis:
+    from redis.asyncio.sentinel import Sentinel
+
+    parts, password, hosts = _hosts(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError(
+            f"{redact_url(url)!r} names no service: redis+sentinel://h:p/service"
+        )
+    service = path[0]
+    db = int(path[1]) if len(path) > 1 else 0
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": config.conn_timeout}
+    if "sentinel_password" in query:
+        sentinel_kwargs["password"] = query["sentinel_password"]
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(
+        service,
+        password=password,
+        db=db,
+        ssl=parts.scheme.startswith("rediss"),
+        max_connections=config.max_size,
+        socket_connect_timeout=config.conn_timeout,
+        socket_timeout=config.socket_timeout,
+        socket_keepalive=True,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
+        **_COMMON,
+        **extra,
+    )
+    return cast(aioredis.Redis, client)
+
+
 async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
     """Check that Redis answers, and open ``min_idle`` connections ahead of need."""
     async with translate_errors(f"cannot connect to Redis at {redact_url(url)}"):
         await client.ping()
-        pool = client.connection_pool
+        pool = getattr(client, "connection_pool", None)
+        if not isinstance(pool, _LifecyclePool):
+            return  # Cluster and Sentinel clients manage their own connections
         held = [await pool.get_connection() for _ in range(min_idle)]  # type: ignore[no-untyped-call]
         for conn in held:
             await pool.release(conn)

@@ -65,14 +65,14 @@ class ResultListener:
         async with store.redis.pipeline(transaction=True) as pipe:
             for activity_id in ids:
                 pipe.get(store.keys.result(activity_id))
-                pipe.hexists(store.keys.jobs, activity_id)
+                pipe.hstrlen(store.keys.jobs, activity_id)  # not HEXISTS: see store.result_state
             raw = await pipe.execute()
         out: list[_RESULT_OR_GONE] = []
         for i, activity_id in enumerate(ids):
             doc, pending = raw[2 * i], raw[2 * i + 1]
             if doc is not None:
                 out.append(ResultDocument.decode(doc))
-            elif pending:
+            elif int(pending) > 0:
                 out.append(None)
             else:
                 out.append(ActivityNotFoundError(activity_id))

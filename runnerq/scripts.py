@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -64,12 +63,3 @@ class Scripts:
         """Load every script into Redis (at start, and after Redis lost them in a restart)."""
         for name in SCRIPT_NAMES:
             await client.script_load(getattr(self, name).script)
-
-    @staticmethod
-    def on_pipeline(pipe: Any, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
-        """Queue a script call on a pipeline by its SHA alone.
-
-        (redis-py's own pipeline support asks SCRIPT EXISTS before every execute: a round
-        trip per batch. Callers reload with ``load`` on NoScriptError and send again.)
-        """
-        pipe.evalsha(script.sha, len(keys), *keys, *args)

@@ -5,11 +5,15 @@ This is the only module that knows the scripts' KEYS/ARGV layout and return code
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP, QueueSettings
 from .keys import QueueKeys
@@ -18,7 +22,7 @@ from .record import DeadLetterEntry, ResultDocument
 from .scripts import Scripts
 from .stats import QueueStats
 
-__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore"]
+__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore", "ScriptCall"]
 
 SEQ_SPAN = 2**48
 # Queue configuration fields the engine reads (the operator writes them).
@@ -42,6 +46,15 @@ class EnqueueItem:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script invocation, to be sent with others by ``QueueStore.run_calls``."""
+
+    script: AsyncScript
+    keys: list[Any]
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """Activities leased to one worker in one round trip."""
 
@@ -58,6 +71,7 @@ class QueueStore:
         self.settings = settings
         self.keys = QueueKeys(settings.name)
         self.scripts = scripts
+        self.is_cluster = isinstance(client, RedisCluster)
         self._result_ttl_ms = _ms(settings.result_ttl)
 
     async def load_scripts(self) -> None:
@@ -82,7 +96,10 @@ class QueueStore:
                 f"{item.priority.rank}:{_ms(item.delay)}:{due_at}:{idem_index}",
             ]
         raw = await self.scripts.enqueue(keys=keys, args=args)
-        return [(str(raw[i]), bool(int(raw[i + 1]))) for i in range(0, len(raw), 2)]
+        out = [(item.id, True) for item in items]
+        for i in range(1, len(raw), 2):
+            out[int(raw[i]) - 1] = (str(raw[i + 1]), False)
+        return out
 
     async def cancel(self, activity_id: str) -> int:
         """0: no unfinished activity with this id; 1 pending, 2 scheduled, 3 running."""
@@ -132,33 +149,29 @@ class QueueStore:
         lost = await self.scripts.heartbeat(keys=[self.keys.inflight, self.keys.leases], args=args)
         return [str(x) for x in lost]
 
-    def complete_call(self, pipe: Any, items: Sequence[tuple[str, str, str]]) -> None:
-        """Queue one ``complete`` for (id, token, result document) items on a pipeline."""
+    def complete_call(self, items: Sequence[tuple[str, str, str]]) -> ScriptCall:
+        """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [self._result_ttl_ms, self.settings.completed_cap, k.done_channel]
         for item in items:
             args += item
-        self.scripts.on_pipeline(pipe, self.scripts.complete, keys, args)
+        return ScriptCall(self.scripts.complete, keys, args)
 
     def retry_call(
-        self, pipe: Any, activity_id: str, token: str, record_json: str, delay: float
-    ) -> None:
+        self, activity_id: str, token: str, record_json: str, delay: float
+    ) -> ScriptCall:
         k = self.keys
-        self.scripts.on_pipeline(
-            pipe,
+        return ScriptCall(
             self.scripts.retry,
             [k.jobs, k.inflight, k.leases, k.scheduled, k.stats, k.notify],
             [activity_id, token, record_json, _ms(delay), NOTIFY_CAP],
         )
 
-    def dead_letter_call(
-        self, pipe: Any, activity_id: str, token: str, entry: DeadLetterEntry
-    ) -> None:
+    def dead_letter_call(self, activity_id: str, token: str, entry: DeadLetterEntry) -> ScriptCall:
         k = self.keys
-        self.scripts.on_pipeline(
-            pipe,
+        return ScriptCall(
             self.scripts.dead_letter,
             [k.jobs, k.inflight, k.leases, k.dead, k.dlq, k.stats, k.result(activity_id), k.seq],
             [
@@ -171,6 +184,21 @@ class QueueStore:
                 k.done_channel,
             ],
         )
+
+    async def run_calls(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run script calls in one round trip (a pipeline); on Redis Cluster, where redis-py
+        refuses scripts in pipelines, concurrently. Raises ``NoScriptError`` after reloading
+        the scripts if Redis lost them: the calls are safe to send again."""
+        if self.is_cluster:
+            return list(await asyncio.gather(*(c.script(keys=c.keys, args=c.args) for c in calls)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                await self.load_scripts()
+                raise
 
     async def release(self, held: Iterable[tuple[str, str]]) -> int:
         """Hand leases back to the front of their level (graceful shutdown)."""
@@ -245,9 +273,11 @@ class QueueStore:
         """(terminal document or None, whether the activity is still unfinished)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(self.keys.result(activity_id))
-            pipe.hexists(self.keys.jobs, activity_id)
+            # HSTRLEN, not HEXISTS: redis-py's cluster transactions trip over HEXISTS's
+            # reply callback. A stored record is never empty, so length > 0 means pending.
+            pipe.hstrlen(self.keys.jobs, activity_id)
             raw, pending = await pipe.execute()
-        return (ResultDocument.decode(raw) if raw is not None else None), bool(pending)
+        return (ResultDocument.decode(raw) if raw is not None else None), int(pending) > 0
 
     async def stats(self) -> QueueStats:
         k = self.keys

@@ -62,7 +62,8 @@ log = logging.getLogger("runnerq.worker")
 
 _COMPLETE_CHUNK = 500
 _MAX_BACKOFF = 5.0
-# Below redis-py's default socket read timeout (5 s), so a quiet BLPOP is not a timeout error.
+# Short, so a quiet BLPOP never meets a configured socket_timeout (RedisConfig) of 2 s or more,
+# and a stopping worker's listener ends soon even if its cancellation was swallowed.
 _BLOCK_SECONDS = 2
 
 
@@ -597,21 +598,19 @@ class Worker:
         store = self.store
         completes = [a for a in batch if a.kind == "complete"]
         others = [a for a in batch if a.kind != "complete"]
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(completes), _COMPLETE_CHUNK):
-                chunk = completes[i : i + _COMPLETE_CHUNK]
-                store.complete_call(pipe, [(a.activity_id, a.token, a.data) for a in chunk])
-            for ack in others:
-                if ack.kind == "retry":
-                    record_json, delay = ack.data
-                    store.retry_call(pipe, ack.activity_id, ack.token, record_json, delay)
-                else:
-                    store.dead_letter_call(pipe, ack.activity_id, ack.token, ack.data)
-            try:
-                replies = await pipe.execute()
-            except NoScriptError:
-                await store.load_scripts()
-                raise
+        calls = [
+            store.complete_call(
+                [(a.activity_id, a.token, a.data) for a in completes[i : i + _COMPLETE_CHUNK]]
+            )
+            for i in range(0, len(completes), _COMPLETE_CHUNK)
+        ]
+        for ack in others:
+            if ack.kind == "retry":
+                record_json, delay = ack.data
+                calls.append(store.retry_call(ack.activity_id, ack.token, record_json, delay))
+            else:
+                calls.append(store.dead_letter_call(ack.activity_id, ack.token, ack.data))
+        replies = await store.run_calls(calls)
         flags: list[bool] = []
         n_chunks = (len(completes) + _COMPLETE_CHUNK - 1) // _COMPLETE_CHUNK
         for reply in replies[:n_chunks]:

@@ -14,17 +14,22 @@
 --   ms (used when due_at is 0), due_at is epoch ms (0: use delay), and idem is the index of
 --   the activity's idempotency key in KEYS (0: none)
 --
--- Returns a flat list, 2 values per activity: the id that stands for it (an earlier
--- activity's id when its idempotency key was taken), and 1 if it was created, else 0.
+-- Returns {created, i1, id1, i2, id2, ...}: how many were created, then for each activity
+-- whose idempotency key was already taken, its position (1-based) and the earlier id that
+-- stands for it. (A short reply: bulk enqueues without keys get one number back.)
 
 local jobs, ready, scheduled, notify, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local notify_cap = tonumber(ARGV[1])
 local idem_ttl = tonumber(ARGV[2])
 local now = now_ms()
-local out = {}
+local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
+local position = 0
+local next_seq = tonumber(redis.call('GET', seq) or '0')
+local first_seq = next_seq
 
 for i = 3, #ARGV, 3 do
+  position = position + 1
   local id, record = ARGV[i], ARGV[i + 1]
   local r, d, a, x = string.match(ARGV[i + 2], '^(%d+):(%d+):(%d+):(%d+)$')
   local rank, delay, due_at, idem_index = tonumber(r), tonumber(d), tonumber(a), tonumber(x)
@@ -36,8 +41,8 @@ for i = 3, #ARGV, 3 do
     end
   end
   if existing then
+    out[#out + 1] = position
     out[#out + 1] = existing
-    out[#out + 1] = 0
   else
     redis.call('HSET', jobs, id, record)
     local due = due_at
@@ -48,13 +53,16 @@ for i = 3, #ARGV, 3 do
       redis.call('ZADD', scheduled, due, id)
       woke_scheduled = 1
     else
-      redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
+      next_seq = next_seq + 1
+      redis.call('ZADD', ready, ready_score(rank, next_seq), id)
       woke_ready = woke_ready + 1
     end
     created = created + 1
-    out[#out + 1] = id
-    out[#out + 1] = 1
   end
+end
+out[1] = created
+if next_seq ~= first_seq then
+  redis.call('SET', seq, next_seq)
 end
 
 local tokens = math.min(woke_ready + woke_scheduled, notify_cap)

@@ -155,7 +155,8 @@ def test_operator_works_under_its_service_account(
         workers.append(
             WorkerProcess(redis_url, queue, tmp_path / "worker.log", max_workers=5, hostname=busy)
         )
-        wait_for(lambda: stats(redis_url, queue).running == 5, what="5 activities in flight")
+        # 5 running and 5 prefetched (prefetch defaults to max_workers): all 10 leased to it.
+        wait_for(lambda: stats(redis_url, queue).running == 10, what="10 activities in flight")
 
         # Ask for fewer replicas than the pods: one must go, and it must be the idle one.
         control_plane.kubectl(
@@ -166,7 +167,7 @@ def test_operator_works_under_its_service_account(
         annotations = (get(control_plane, "pod", busy, namespace) or {})["metadata"].get(
             "annotations", {}
         )
-        assert annotations.get(COST) == "5"
+        assert annotations.get(COST) == "10"
         wait_for(
             lambda: (
                 (p := get(control_plane, "pod", idle, namespace)) is None

@@ -29,3 +29,62 @@ async def test_client_alone_enqueues(client: ActivityClient) -> None:
     stats = await client.get_stats()
     assert stats.pending == 1 and stats.enqueued == 1
     assert future.created
+
+
+class Resize:
+    """A handler object (the ActivityHandler protocol) rather than a function."""
+
+    def activity_type(self) -> str:
+        return "resize"
+
+    async def handle(self, payload: Any, ctx: ActivityContext) -> Any:
+        return {
+            "size": payload["w"] // 2,
+            "metadata": ctx.metadata,
+            "priority": ctx.priority.value,
+            "retry_count": ctx.retry_count,
+            "type": ctx.activity_type,
+        }
+
+
+async def test_handler_object_and_context_fields(
+    make_engine: EngineFactory, run_engine: Any
+) -> None:
+    engine = make_engine()
+    engine.register_activity(Resize())
+    await run_engine(engine)
+    future = await (
+        engine.get_activity_executor()
+        .activity("resize")
+        .payload({"w": 640})
+        .metadata({"tenant": "acme", "trace": "t-1"})
+        .priority("high")
+        .execute()
+    )
+    assert await future.get_result(timeout=10) == {
+        "size": 320,
+        "metadata": {"tenant": "acme", "trace": "t-1"},
+        "priority": "high",
+        "retry_count": 0,
+        "type": "resize",
+    }
+
+
+async def test_handlers_fan_out_and_await_children(
+    make_engine: EngineFactory, run_engine: Any
+) -> None:
+    engine = make_engine(max_workers=4)
+
+    @engine.activity("child")
+    async def child(payload: Any, ctx: ActivityContext) -> Any:
+        return payload * payload
+
+    @engine.activity("parent")
+    async def parent(payload: Any, ctx: ActivityContext) -> Any:
+        futures = [await ctx.activity_executor.execute_activity("child", n) for n in payload]
+        return [await f.get_result(timeout=10) for f in futures]
+
+    await run_engine(engine)
+    future = await engine.get_activity_executor().execute_activity("parent", [1, 2, 3, 4])
+    assert await future.get_result(timeout=20) == [1, 4, 9, 16]
+    assert (await engine.get_stats()).completed == 5

@@ -1,0 +1,170 @@
+"""The engine on a real Redis Cluster and a real Sentinel set, through a failover."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runnerq import (
+    ActivityClient,
+    ActivityContext,
+    ActivityDeadLetteredError,
+    ActivityError,
+    ActivityOption,
+    ActivityPriority,
+    RedisConfig,
+    WorkerEngine,
+)
+from runnerq.keys import QueueKeys
+from tests.support.redis_topologies import RedisClusterSet, SentinelSet
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.topology,
+    # redis-py drops the connections of a failed node without closing them; the leak is
+    # in the library's failover path, not in runnerq, and would otherwise fail the run.
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _collect_leaked_connections() -> Iterator[None]:
+    """Collect what redis-py leaked while this module's warning filters still apply."""
+    yield
+    _quiet_collect()
+
+
+def _quiet_collect() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(3):
+            gc.collect()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterSet]:
+    with RedisClusterSet() as c:
+        yield c
+    _quiet_collect()
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelSet]:
+    with SentinelSet() as s:
+        yield s
+    _quiet_collect()
+
+
+def _engine(url: str, queue: str, order: list[Any]) -> WorkerEngine:
+    engine = WorkerEngine(
+        url,
+        queue,
+        max_workers=1,
+        heartbeat_interval=0.5,
+        lease_duration=5,
+        schedule_poll_interval=1,
+        redis_config=RedisConfig(conn_timeout=2),
+    )
+
+    @engine.activity("record")
+    async def record(payload: Any, ctx: ActivityContext) -> Any:
+        order.append(payload)
+        return payload
+
+    @engine.activity("fail")
+    async def fail(payload: Any, ctx: ActivityContext) -> Any:
+        raise ActivityError.non_retry("no")
+
+    return engine
+
+
+async def _behaviour(url: str, queue: str) -> None:
+    """Priorities, results, scheduling, dead letters, cancel, idempotency and stats."""
+    client = ActivityClient(url, queue)
+    order: list[Any] = []
+    await client.execute_activity("record", "low", ActivityOption(priority=ActivityPriority.LOW))
+    await client.execute_activity(
+        "record", "critical", ActivityOption(priority=ActivityPriority.CRITICAL)
+    )
+    cancelled = await client.execute_activity("record", "cancelled")
+    assert await cancelled.cancel()
+    first = await client.activity("record").payload("idem").idempotency_key("k").execute()
+    again = await client.activity("record").payload("idem-2").idempotency_key("k").execute()
+    assert again.activity_id == first.activity_id
+    engine = _engine(url, queue, order)
+    task = asyncio.create_task(engine.start(install_signal_handlers=False))
+    try:
+        delayed = await client.execute_activity("record", "delayed", ActivityOption(delay=0.2))
+        assert await delayed.get_result(timeout=20) == "delayed"
+        assert await first.get_result(timeout=20) == "idem"
+        with pytest.raises(ActivityDeadLetteredError):
+            await (await client.execute_activity("fail", None)).get_result(timeout=20)
+        assert order[:3] == ["critical", "idem", "low"]
+        stats = await client.get_stats()
+        assert (stats.completed, stats.cancelled, stats.dead_letter) == (4, 1, 1)
+    finally:
+        await engine.stop()
+        await task
+        await engine.aclose()
+        await client.aclose()
+
+
+async def _survives_failover(url: str, queue: str, fail_over: Any) -> None:
+    client = ActivityClient(url, queue, redis_config=RedisConfig(conn_timeout=2))
+    order: list[Any] = []
+    engine = _engine(url, queue, order)
+    engine.configure(max_workers=4)
+    task = asyncio.create_task(engine.start(install_signal_handlers=False))
+    try:
+        before = await client.enqueue_many([("record", i) for i in range(20)])
+        assert [await f.get_result(timeout=20) for f in before] == list(range(20))
+        await asyncio.to_thread(fail_over)
+        after: list[Any] = []
+        for i in range(20, 40):  # enqueue may fail while the new master is being found
+            for _ in range(100):
+                try:
+                    after.append(await client.execute_activity("record", i))
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+        assert [await f.get_result(timeout=60) for f in after] == list(range(20, 40))
+        assert not task.done()
+    finally:
+        await engine.stop()
+        await task
+        await engine.aclose()
+        await client.aclose()
+
+
+async def test_cluster_behaviour(cluster: RedisClusterSet) -> None:
+    await _behaviour(cluster.url, "cluster-behaviour")
+
+
+async def test_queues_spread_over_cluster_slots(cluster: RedisClusterSet) -> None:
+    masters = {cluster.master_of(QueueKeys(f"q{i}").ready) for i in range(12)}
+    assert len(masters) > 1
+    for i in range(3):
+        keys = QueueKeys(f"q{i}")
+        assert (
+            len({cluster.master_of(getattr(keys, k)) for k in ("jobs", "ready", "inflight", "dlq")})
+            == 1
+        )
+
+
+async def test_cluster_failover(cluster: RedisClusterSet) -> None:
+    queue = "cluster-failover"
+    await _survives_failover(cluster.url, queue, lambda: cluster.fail_over(QueueKeys(queue).ready))
+
+
+async def test_sentinel_behaviour(sentinels: SentinelSet) -> None:
+    await _behaviour(sentinels.url, "sentinel-behaviour")
+
+
+async def test_sentinel_failover(sentinels: SentinelSet) -> None:
+    await _survives_failover(sentinels.url, "sentinel-failover", sentinels.fail_over)
