@@ -109,6 +109,8 @@ class ActivityClient:
             for entry in activities
         ]
         futures: list[ActivityFuture] = []
+        # One batch at a time, in order: batches on parallel connections could reach Redis out
+        # of order and break FIFO within a priority.
         async with translate_errors("cannot enqueue"):
             for start in range(0, len(items), _ENQUEUE_BATCH):
                 done = await self._enqueue_batch(items[start : start + _ENQUEUE_BATCH])

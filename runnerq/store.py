@@ -90,11 +90,9 @@ class QueueStore:
                 keys.append(k.idempotency(item.idempotency_key))
                 idem_index = len(keys)
             due_at = _ms(item.due_at) if item.due_at is not None else 0
-            args += [
-                item.id,
-                item.record_json,
-                f"{item.priority.rank}:{_ms(item.delay)}:{due_at}:{idem_index}",
-            ]
+            args.append(
+                f"{item.priority.rank}:{_ms(item.delay)}:{due_at}:{idem_index}|{item.id}|{item.record_json}"
+            )
         raw = await self.scripts.enqueue(keys=keys, args=args)
         out = [(item.id, True) for item in items]
         for i in range(1, len(raw), 2):

@@ -10,9 +10,10 @@
 --
 -- ARGV[1] notify cap (tokens kept at most)
 -- ARGV[2] idempotency TTL (ms)
--- then 3 values per activity: id, record, and "rank:delay:due_at:idem" where delay is in
---   ms (used when due_at is 0), due_at is epoch ms (0: use delay), and idem is the index of
---   the activity's idempotency key in KEYS (0: none)
+-- then one value per activity: "rank:delay:due_at:idem|id|record" where delay is in ms
+--   (used when due_at is 0), due_at is epoch ms (0: use delay), idem is the index of the
+--   activity's idempotency key in KEYS (0: none), id has no '|', and record is the JSON.
+--   (One argument per activity: packing arguments is most of a bulk enqueue's client time.)
 --
 -- Returns {created, i1, id1, i2, id2, ...}: how many were created, then for each activity
 -- whose idempotency key was already taken, its position (1-based) and the earlier id that
@@ -28,10 +29,13 @@ local position = 0
 local next_seq = tonumber(redis.call('GET', seq) or '0')
 local first_seq = next_seq
 
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV do
   position = position + 1
-  local id, record = ARGV[i], ARGV[i + 1]
-  local r, d, a, x = string.match(ARGV[i + 2], '^(%d+):(%d+):(%d+):(%d+)$')
+  local packed = ARGV[i]
+  local bar1 = string.find(packed, '|', 1, true)
+  local bar2 = string.find(packed, '|', bar1 + 1, true)
+  local id, record = string.sub(packed, bar1 + 1, bar2 - 1), string.sub(packed, bar2 + 1)
+  local r, d, a, x = string.match(string.sub(packed, 1, bar1 - 1), '^(%d+):(%d+):(%d+):(%d+)$')
   local rank, delay, due_at, idem_index = tonumber(r), tonumber(d), tonumber(a), tonumber(x)
   local existing = false
   if idem_index > 0 then
