@@ -186,9 +186,11 @@ download_deps() {
     local dest="$1" pyver="$2" extras="$3" wheel
     wheel="$(ls "$CONTEXT"/wheelhouse/runnerq/runnerq-*.whl)"
     mkdir -p "$dest.tmp"
+    # pip takes platform tags literally: list every manylinux tag a glibc 2.36 system accepts.
+    local platforms=(--platform "manylinux2014_$(uname -m)") glibc
+    for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_$(uname -m)"); done
     "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
-        --implementation cp --python-version "$pyver" \
-        --platform "manylinux_2_36_$(uname -m)" --platform "linux_$(uname -m)" \
+        --implementation cp --python-version "$pyver" "${platforms[@]}" \
         -d "$dest.tmp" "$wheel[$extras]"
     rm -f "$dest.tmp"/runnerq-*.whl
     rm -rf "$dest"

@@ -127,11 +127,21 @@ class QueueStore:
 
     async def claim(self, count: int, lease: float, worker_id: str) -> Claim | None:
         """Lease up to ``count`` ready activities; ``None`` while the queue is paused."""
+        call = self.claim_call(count, lease, worker_id)
+        return self.parse_claim([await call.script(keys=call.keys, args=call.args)])
+
+    def claim_call(self, count: int, lease: float, worker_id: str) -> ScriptCall:
         k = self.keys
-        raw = await self.scripts.claim(
-            keys=[k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq],
-            args=[count, _ms(lease), worker_id],
+        return ScriptCall(
+            self.scripts.claim,
+            [k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq],
+            [count, _ms(lease), worker_id],
         )
+
+    @staticmethod
+    def parse_claim(replies: list[Any]) -> Claim | None:
+        """The ``Claim`` from a claim call's reply (the last of ``replies``)."""
+        raw = replies[-1]
         if int(raw[0]) == -1:
             return None
         items = [(str(raw[i]), str(raw[i + 1])) for i in range(2, len(raw), 2)]

@@ -55,6 +55,7 @@ from .metrics import (
     REDIS_ERRORS as REDIS_ERRORS_METRIC,
 )
 from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
+from .store import Claim, ScriptCall
 
 __all__ = ["Worker", "new_worker_id"]
 
@@ -149,6 +150,7 @@ class Worker:
         self._acks_idle = asyncio.Event()
         self._acks_idle.set()
         self._acks_closed = False
+        self._acks_sending = 0  # batches on their way to Redis (acker or dispatcher)
         self._tasks: list[asyncio.Task[None]] = []
         self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
@@ -295,13 +297,14 @@ class Worker:
             want = min(room, settings.claim_batch)
             self._wake.clear()
             try:
-                claim = await self.store.claim(want, settings.lease_duration, self.worker_id)
+                claim = await self._claim_with_acks(want)
             except REDIS_ERRORS as exc:
                 self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                 await backoff.sleep("claiming", exc)
                 continue
             except Exception as exc:
-                log.exception("unexpected error while claiming")
+                if not isinstance(exc, NoScriptError):
+                    log.exception("unexpected error while claiming")
                 await backoff.sleep("claiming", exc)
                 continue
             backoff.reset()
@@ -324,6 +327,27 @@ class Worker:
             self._start_buffered()
             if len(claim.items) < want:
                 await self._sleep_until_woken(settings.schedule_poll_interval)
+
+    async def _claim_with_acks(self, want: int) -> Claim | None:
+        """Claim, sending the acknowledgements waiting at that moment in the same round trip
+        (the acker sends them on its own when the dispatcher is idle)."""
+        batch, self._acks = self._acks, []
+        claim_call = self.store.claim_call(want, self.settings.lease_duration, self.worker_id)
+        if not batch:
+            return self.store.parse_claim(await self.store.run_calls([claim_call]))
+        calls, parse = self._ack_calls(batch)
+        self._acks_sending += 1
+        try:
+            replies = await self.store.run_calls([*calls, claim_call])
+        except BaseException:
+            self._acks[:0] = batch  # the acker sends them again (acks are idempotent)
+            self._ack_ready.set()
+            raise
+        finally:
+            self._acks_sending -= 1
+        self._count_acks(batch, parse(replies[:-1]))
+        self._mark_acks_idle()
+        return self.store.parse_claim(replies[-1:])
 
     def _start_buffered(self) -> None:
         """Start buffered activities while slots are free."""
@@ -575,8 +599,9 @@ class Worker:
             self._ack_ready.clear()
             batch, self._acks = self._acks, []
             if not batch:
-                self._acks_idle.set()
+                self._mark_acks_idle()
                 continue
+            self._acks_sending += 1
             while True:
                 try:
                     results = await self._send_acks(batch)
@@ -587,14 +612,26 @@ class Worker:
                     self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                     await backoff.sleep(f"acknowledging {len(batch)} activities", exc)
             backoff.reset()
+            self._acks_sending -= 1
             self.last_redis_ok = time.monotonic()
             self._count_acks(batch, results)
-            if not self._acks:
-                self._acks_idle.set()
+            self._mark_acks_idle()
+
+    def _mark_acks_idle(self) -> None:
+        if not self._acks and not self._acks_sending:
+            self._acks_idle.set()
 
     async def _send_acks(self, batch: list[_Ack]) -> list[bool]:
-        """One pipeline for the whole batch; acks are idempotent (lease tokens), so a batch
+        """One round trip for the whole batch; acks are idempotent (lease tokens), so a batch
         may safely be sent again after a failure."""
+        calls, parse = self._ack_calls(batch)
+        return parse(await self.store.run_calls(calls))
+
+    def _ack_calls(
+        self, batch: list[_Ack]
+    ) -> tuple[list[ScriptCall], Callable[[list[Any]], list[bool]]]:
+        """The script calls for a batch of acks, and how to read their replies (one flag per
+        ack, in the batch's order: True when recorded, False when the lease was gone)."""
         store = self.store
         completes = [a for a in batch if a.kind == "complete"]
         others = [a for a in batch if a.kind != "complete"]
@@ -610,15 +647,17 @@ class Worker:
                 calls.append(store.retry_call(ack.activity_id, ack.token, record_json, delay))
             else:
                 calls.append(store.dead_letter_call(ack.activity_id, ack.token, ack.data))
-        replies = await store.run_calls(calls)
-        flags: list[bool] = []
-        n_chunks = (len(completes) + _COMPLETE_CHUNK - 1) // _COMPLETE_CHUNK
-        for reply in replies[:n_chunks]:
-            flags += [bool(int(x)) for x in reply]
-        flags += [bool(int(x)) for x in replies[n_chunks:]]
-        ordered = completes + others
-        by_id = {a.activity_id: ok for a, ok in zip(ordered, flags, strict=True)}
-        return [by_id[a.activity_id] for a in batch]
+        n_chunks = len(calls) - len(others)
+
+        def parse(replies: list[Any]) -> list[bool]:
+            flags: list[bool] = []
+            for reply in replies[:n_chunks]:
+                flags += [bool(int(x)) for x in reply]
+            flags += [bool(int(x)) for x in replies[n_chunks:]]
+            by_id = {a.activity_id: ok for a, ok in zip(completes + others, flags, strict=True)}
+            return [by_id[a.activity_id] for a in batch]
+
+        return calls, parse
 
     def _count_acks(self, batch: list[_Ack], results: list[bool]) -> None:
         metrics = self.metrics
