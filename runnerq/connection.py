@@ -140,12 +140,7 @@ def _cluster(url: str, config: RedisConfig, **extra: Any) -> aioredis.Redis:
         startup_nodes=[ClusterNode(h, p) for h, p in hosts],
         password=password,
         ssl=parts.scheme.startswith("rediss"),
-        max_connections=config.max_size,
-        socket_connect_timeout=config.conn_timeout,
-        socket_timeout=config.socket_timeout,
-        socket_keepalive=True,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
-        **_COMMON,
+        **_many_server_kwargs(config),
         **extra,
     )
     # Typed as the single-server client: runnerq uses the commands both share.
@@ -173,15 +168,24 @@ def _sentinel(url: str, config: RedisConfig, **extra: Any) -> aioredis.Redis:
         password=password,
         db=db,
         ssl=parts.scheme.startswith("rediss"),
-        max_connections=config.max_size,
-        socket_connect_timeout=config.conn_timeout,
-        socket_timeout=config.socket_timeout,
-        socket_keepalive=True,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
-        **_COMMON,
+        **_many_server_kwargs(config),
         **extra,
     )
     return cast(aioredis.Redis, client)
+
+
+def _many_server_kwargs(config: RedisConfig) -> dict[str, Any]:
+    """Connection settings for Cluster and Sentinel clients (they keep their own pools, so
+    idle_timeout, max_lifetime and min_idle do not apply to them)."""
+    return {
+        "max_connections": config.max_size,
+        "socket_connect_timeout": config.conn_timeout,
+        "socket_timeout": config.socket_timeout,
+        "socket_keepalive": True,
+        # More attempts than for one server: a failover takes seconds.
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
+        **_COMMON,
+    }
 
 
 async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
