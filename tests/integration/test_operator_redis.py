@@ -142,3 +142,53 @@ async def test_password_protected_redis(queue_name: str, pools: RedisPools) -> N
         (depth,) = await read_depths(client, [DepthQuery(queue_name)], 0)
         assert depth.paused
         await pools.aclose()
+
+
+async def test_tls_and_password_for_operator_and_workers(pools: RedisPools) -> None:
+    """A TLS Redis with a password: the operator's own connection (CA data and password read
+    from Secrets) and the URL its workers get (CA mounted as a file, password from env)."""
+    import asyncio
+
+    from runnerq_operator.redis_target import CA_MOUNT_PATH, PASSWORD_ENV, worker_url
+
+    from runnerq import ActivityContext, WorkerEngine
+
+    with RedisServer(tls=True, password="tls-p@ss/word") as server:
+        ca_file = server.dir / "ca.crt"
+        spec = RedisSpec(
+            url=f"redis://127.0.0.1:{server.port}",
+            tls=True,
+            password_secret=SecretKeyRef("redis", "password"),
+            ca_secret=SecretKeyRef("redis-ca", "ca.crt"),
+        )
+        target = operator_target(spec, password="tls-p@ss/word", ca_data=ca_file.read_text())
+        client = pools.client(target)
+        await write_queue_config(client, "tls-q", QueueConfigSpec(max_retries=2))
+
+        # What a worker pod would get: Kubernetes expands the password and mounts the CA.
+        url = worker_url(spec)
+        assert url is not None
+        assert url.startswith("rediss://")
+        url = url.replace(f"$({PASSWORD_ENV})", "tls-p%40ss%2Fword").replace(
+            f"{CA_MOUNT_PATH}/ca.crt", str(ca_file)
+        )
+        engine = WorkerEngine(url, "tls-q")
+
+        @engine.activity("t")
+        async def t(payload: Any, ctx: ActivityContext) -> Any:
+            return payload
+
+        task = asyncio.create_task(engine.start(install_signal_handlers=False))
+        try:
+            future = await engine.get_activity_executor().execute_activity("t", "over tls")
+            assert await future.get_result(timeout=10) == "over tls"
+            [depth] = await read_depths(client, [DepthQuery("tls-q")], int(time.time() * 1000))
+            assert (depth.ready, depth.in_flight) == (0, 0)
+            assert await engine.get_activity_executor().get_queue_config() == {
+                "paused": "0",
+                "max_retries": "2",
+            }
+        finally:
+            await engine.stop()
+            await task
+            await engine.aclose()
