@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -68,6 +69,14 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+# TCP keepalive tuned to notice a dead peer in about 25 s (the kernel's default is 2 hours):
+# runnerq sets no per-read socket timeout by default (see RedisConfig.socket_timeout).
+_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+
 _COMMON: dict[str, Any] = {
     "decode_responses": True,
     # Bytes written into a queue's keys by hand may not be UTF-8: decode them with
@@ -105,6 +114,7 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
             socket_connect_timeout=config.conn_timeout,
             socket_timeout=config.socket_timeout,
             socket_keepalive=True,
+            socket_keepalive_options=_KEEPALIVE,
             **_COMMON,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
             **extra,
@@ -182,6 +192,7 @@ def _many_server_kwargs(config: RedisConfig) -> dict[str, Any]:
         "socket_connect_timeout": config.conn_timeout,
         "socket_timeout": config.socket_timeout,
         "socket_keepalive": True,
+        "socket_keepalive_options": _KEEPALIVE,
         # More attempts than for one server: a failover takes seconds.
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6),
         **_COMMON,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from .batching import Coalescer
 from .connection import REDIS_ERRORS, translate_errors
 from .errors import ActivityNotFoundError, RedisUnavailableError
+from .pubsub import read_messages
 from .record import ResultDocument
 from .store import QueueStore
 
@@ -103,10 +104,7 @@ class ResultListener:
                 if not first:
                     await self._recheck_all()
                 first = False
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self._on_done(str(message["data"]))
+                await read_messages(pubsub, self._on_done)
             except REDIS_ERRORS as exc:
                 self._subscribed.clear()
                 log.warning("result subscription lost (%s); retrying in %.2fs", exc, delay)

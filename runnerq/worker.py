@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -54,6 +55,7 @@ from .metrics import (
 from .metrics import (
     REDIS_ERRORS as REDIS_ERRORS_METRIC,
 )
+from .pubsub import read_messages
 from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
 from .store import Claim, ScriptCall
 
@@ -130,8 +132,9 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
         self.running: dict[str, _Running] = {}
-        # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock).
-        self._buffer: collections.deque[tuple[str, str, str, float]] = collections.deque()
+        # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock,
+        # local monotonic time of the claim).
+        self._buffer: collections.deque[tuple[str, str, str, float, float]] = collections.deque()
         prefetch = settings.max_workers if settings.prefetch is None else settings.prefetch
         self._capacity = settings.max_workers + prefetch
         # Refill the buffer in batches, not one activity at a time.
@@ -139,6 +142,7 @@ class Worker:
         self.held: dict[str, str] = {}  # id -> lease token, until acknowledged or released
         self.paused = False
         self.last_redis_ok = 0.0
+        self._renewed_at = 0.0  # local time of the last heartbeat that renewed held leases
         self._queue_defaults: dict[str, str] = {}
         self._stopping = False
         self._stop_event = asyncio.Event()
@@ -319,9 +323,10 @@ class Worker:
                 log.info("queue %s resumed", self.store.keys.queue)
                 self.paused = False
                 self._free.set()
+            claimed_locally = time.monotonic()
             for activity_id, raw in claim.items:
                 self.held[activity_id] = claim.token
-                self._buffer.append((activity_id, raw, claim.token, claim.now))
+                self._buffer.append((activity_id, raw, claim.token, claim.now, claimed_locally))
             if self._stopping:
                 return  # what was just claimed is handed straight back by stop()
             self._start_buffered()
@@ -352,10 +357,16 @@ class Worker:
     def _start_buffered(self) -> None:
         """Start buffered activities while slots are free."""
         buffer = self._buffer
+        # A buffered lease older than this may have expired unseen (the event loop was blocked
+        # and no heartbeat ran): it is not started; the reaper hands it out again.
+        stale = time.monotonic() - 0.8 * self.settings.lease_duration
         while buffer and len(self.running) < self.settings.max_workers and not self._stopping:
-            activity_id, raw, token, claimed_at = buffer.popleft()
+            activity_id, raw, token, claimed_at, claimed_locally = buffer.popleft()
             if self.held.get(activity_id) != token:
                 continue  # cancelled or lease lost while it waited in the buffer
+            if max(claimed_locally, self._renewed_at) < stale:
+                self.held.pop(activity_id, None)
+                continue
             self._start(activity_id, raw, token, claimed_at)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
@@ -392,10 +403,7 @@ class Worker:
             try:
                 await pubsub.subscribe(self.store.keys.cancel_channel)
                 backoff.reset()
-                while not self._stopping:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self._stop_activity(str(message["data"]), "cancelled")
+                await read_messages(pubsub, lambda i: self._stop_activity(i, "cancelled"))
             except Exception as exc:
                 await backoff.sleep("listening for cancellations", exc)
             finally:
@@ -426,7 +434,9 @@ class Worker:
 
     async def _heartbeat_once(self) -> None:
         held = list(self.held.items())
+        sent_at = time.monotonic()
         lost = await self.store.heartbeat(self.settings.lease_duration, held)
+        self._renewed_at = sent_at  # every lease held then and not lost runs from here
         for activity_id in lost:
             if activity_id in self.running:
                 log.warning("lease of activity %s lost: stopping its handler", activity_id)
@@ -439,14 +449,22 @@ class Worker:
         self._queue_defaults = await self.store.get_config()
         self.last_redis_ok = time.monotonic()
 
-    def _default(self, name: str, fallback: float) -> float:
+    def _default(self, name: str, fallback: float, *, integer: bool = False) -> float:
+        """A default from the queue's config hash, or ``fallback`` when it is absent or not a
+        usable number (finite, >= 0, > 0 for a timeout, whole for a count)."""
         value = self._queue_defaults.get(name)
         if value is None:
             return fallback
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
+            number = math.nan
+        usable = math.isfinite(number) and number >= 0
+        usable = usable and (number.is_integer() if integer else number > 0)
+        if not usable:
+            log.warning("queue config %s=%r is not usable: using %s", name, value, fallback)
             return fallback
+        return number
 
     # -- running -----------------------------------------------------------------------
 
@@ -469,6 +487,10 @@ class Worker:
             if not raw:
                 raise CorruptRecordError("the activity's record is missing")
             record = ActivityRecord.decode(raw)
+            if record.id != activity_id:
+                raise CorruptRecordError(
+                    f"the record's id {record.id!r} does not match its key {activity_id!r}"
+                )
         except CorruptRecordError as exc:
             log.error("activity %s has a corrupt record (%s): dead-lettering it", activity_id, exc)
             self._dead(activity_id, token, str(exc), "corrupt", None, raw or None)
@@ -484,7 +506,9 @@ class Worker:
             return
         max_retries = record.max_retries
         if max_retries is None:
-            max_retries = int(self._default("max_retries", self.settings.default_max_retries))
+            max_retries = int(
+                self._default("max_retries", self.settings.default_max_retries, integer=True)
+            )
         timeout = record.timeout or self._default("timeout", self.settings.default_timeout)
         if record.retry_count == 0:
             self.metrics.observe_duration(
@@ -516,14 +540,19 @@ class Worker:
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await handler(record.payload, ctx)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             entry = self.running.get(activity_id)
             reason = entry.stop_reason if entry is not None else None
-            if reason is None:
-                raise
-            if reason == "cancelled":
-                self.metrics.inc_counter(ACTIVITY_CANCELLED)
-            return  # lease lost or cancelled: nothing to acknowledge; shutdown: released
+            if reason is not None:
+                if reason == "cancelled":
+                    self.metrics.inc_counter(ACTIVITY_CANCELLED)
+                return  # lease lost or cancelled: nothing to acknowledge; shutdown: released
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside this worker's own bookkeeping
+            # The handler raised CancelledError itself: a failure like any other.
+            self._handler_failed(record, token, exc, max_retries, started)
+            return
         except TimeoutError as exc:
             self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
             if deadline.expired():
@@ -539,12 +568,11 @@ class Worker:
             self.metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
             self._failed(record, token, str(exc), False, max_retries, "non_retryable")
             return
-        except Exception as exc:
-            self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
-            log.info(
-                "activity %s (%s) failed: %s", activity_id, record.activity_type, _describe(exc)
-            )
-            self._failed(record, token, _describe(exc), True, max_retries, "failed")
+        except BaseException as exc:
+            # Any exception, and also SystemExit, KeyboardInterrupt, GeneratorExit or a custom
+            # BaseException from a handler: the activity failed; the worker is not stopped by
+            # what one handler raises (signals reach the engine through its own handlers).
+            self._handler_failed(record, token, exc, max_retries, started)
             return
         self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
         try:
@@ -554,6 +582,19 @@ class Worker:
             self._failed(record, token, str(exc), False, max_retries, "bad_result")
             return
         self._ack(_Ack("complete", activity_id, token, ResultDocument.completed_json(result_json)))
+
+    def _handler_failed(
+        self,
+        record: ActivityRecord,
+        token: str,
+        exc: BaseException,
+        max_retries: int,
+        started: float,
+    ) -> None:
+        self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+        error = _describe(exc)
+        log.info("activity %s (%s) failed: %s", record.id, record.activity_type, error)
+        self._failed(record, token, error, True, max_retries, "failed")
 
     def _failed(
         self,
@@ -680,5 +721,8 @@ class Worker:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<the exception could not be turned into text>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
