@@ -35,6 +35,7 @@ DEFAULT_COMPLETED_CAP = 10_000
 DEFAULT_DEAD_LETTER_CAP = 100_000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_CLAIM_BATCH = 100
+DEFAULT_MAX_REDELIVERIES = 5
 NOTIFY_CAP = 256
 
 
@@ -148,6 +149,9 @@ class WorkerSettings:
     # timeout starts when they start). None: as many as max_workers. 0 turns it off: best
     # when activities are long and many workers share a queue.
     prefetch: int | None = None
+    # An activity whose lease expired this many times (it crashed or hung its workers) is
+    # dead-lettered when next claimed, instead of being handed out again forever.
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
@@ -167,6 +171,10 @@ class WorkerSettings:
         if not isinstance(self.default_max_retries, int) or self.default_max_retries < 0:
             raise ConfigurationError(
                 f"default_max_retries must be an integer >= 0, not {self.default_max_retries!r}"
+            )
+        if not isinstance(self.max_redeliveries, int) or self.max_redeliveries < 1:
+            raise ConfigurationError(
+                f"max_redeliveries must be an integer >= 1, not {self.max_redeliveries!r}"
             )
         if self.prefetch is not None and (not isinstance(self.prefetch, int) or self.prefetch < 0):
             raise ConfigurationError(f"prefetch must be an integer >= 0, not {self.prefetch!r}")

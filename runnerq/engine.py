@@ -15,6 +15,7 @@ from .client import ActivityClient
 from .config import (
     DEFAULT_HEARTBEAT,
     DEFAULT_LEASE,
+    DEFAULT_MAX_REDELIVERIES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_WORKERS,
     DEFAULT_QUEUE,
@@ -61,6 +62,7 @@ class WorkerEngine:
         default_max_retries: int = DEFAULT_MAX_RETRIES,
         default_timeout: float = DEFAULT_TIMEOUT,
         prefetch: int | None = None,
+        max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
         backoff: BackoffPolicy | None = None,
         redis_config: RedisConfig | None = None,
         queue_settings: QueueSettings | None = None,
@@ -82,6 +84,7 @@ class WorkerEngine:
             default_max_retries=default_max_retries,
             default_timeout=default_timeout,
             prefetch=prefetch,
+            max_redeliveries=max_redeliveries,
             backoff=backoff or BackoffPolicy(),
         )
         self.metrics: MetricsSink = metrics or NoopMetrics()
@@ -269,6 +272,9 @@ class WorkerEngineBuilder:
 
     def prefetch(self, n: int) -> Self:
         return self._set("prefetch", n)
+
+    def max_redeliveries(self, n: int) -> Self:
+        return self._set("max_redeliveries", n)
 
     def backoff(
         self, base: float = 1.0, factor: float = 2.0, cap: float = 300.0, jitter: float = 0.5

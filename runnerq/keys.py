@@ -49,6 +49,7 @@ class QueueKeys:
     notify: str = field(init=False)
     seq: str = field(init=False)
     workers: str = field(init=False)
+    redeliveries: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -69,6 +70,7 @@ class QueueKeys:
             "notify",
             "seq",
             "workers",
+            "redeliveries",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "base", base)

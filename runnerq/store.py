@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -61,6 +61,8 @@ class Claim:
     now: float  # Redis time, epoch seconds
     token: str
     items: list[tuple[str, str]]  # (id, raw record; "" when the record is missing)
+    # Claimed ids whose lease expired before (their worker died or hung), and how often.
+    redelivered: dict[str, int] = field(default_factory=dict)
 
 
 class QueueStore:
@@ -112,6 +114,7 @@ class QueueStore:
                     k.leases,
                     k.stats,
                     k.result(activity_id),
+                    k.redeliveries,
                 ],
                 args=[
                     activity_id,
@@ -134,7 +137,7 @@ class QueueStore:
         k = self.keys
         return ScriptCall(
             self.scripts.claim,
-            [k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq],
+            [k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq, k.redeliveries],
             [count, _ms(lease), worker_id],
         )
 
@@ -144,8 +147,10 @@ class QueueStore:
         raw = replies[-1]
         if int(raw[0]) == -1:
             return None
-        items = [(str(raw[i]), str(raw[i + 1])) for i in range(2, len(raw), 2)]
-        return Claim(now=int(raw[0]) / 1000.0, token=str(raw[1]), items=items)
+        again = raw[2]
+        redelivered = {str(again[i]): int(again[i + 1]) for i in range(0, len(again), 2)}
+        items = [(str(raw[i]), str(raw[i + 1])) for i in range(3, len(raw), 2)]
+        return Claim(int(raw[0]) / 1000.0, str(raw[1]), items, redelivered)
 
     async def heartbeat(self, lease: float, held: Iterable[tuple[str, str]]) -> list[str]:
         """Extend held leases; returns the ids whose lease is no longer ours."""
@@ -160,7 +165,7 @@ class QueueStore:
     def complete_call(self, items: Sequence[tuple[str, str, str]]) -> ScriptCall:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
-        keys = [k.jobs, k.inflight, k.leases, k.stats, k.done]
+        keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [self._result_ttl_ms, self.settings.completed_cap, k.done_channel]
         for item in items:
@@ -181,7 +186,17 @@ class QueueStore:
         k = self.keys
         return ScriptCall(
             self.scripts.dead_letter,
-            [k.jobs, k.inflight, k.leases, k.dead, k.dlq, k.stats, k.result(activity_id), k.seq],
+            [
+                k.jobs,
+                k.inflight,
+                k.leases,
+                k.dead,
+                k.dlq,
+                k.stats,
+                k.result(activity_id),
+                k.seq,
+                k.redeliveries,
+            ],
             [
                 activity_id,
                 token,
@@ -236,7 +251,7 @@ class QueueStore:
         k = self.keys
         return int(
             await self.scripts.reap(
-                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats],
+                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats, k.redeliveries],
                 args=[limit, NOTIFY_CAP],
             )
         )
@@ -266,7 +281,17 @@ class QueueStore:
         record = replace(entry.record, retry_count=0, last_error=entry.error)
         k = self.keys
         done = await self.scripts.requeue(
-            keys=[k.dead, k.dlq, k.jobs, k.ready, k.seq, k.notify, k.stats, k.result(activity_id)],
+            keys=[
+                k.dead,
+                k.dlq,
+                k.jobs,
+                k.ready,
+                k.seq,
+                k.notify,
+                k.stats,
+                k.result(activity_id),
+                k.redeliveries,
+            ],
             args=[activity_id, record.encode(), record.priority.rank, NOTIFY_CAP],
         )
         return bool(int(done))

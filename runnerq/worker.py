@@ -143,6 +143,7 @@ class Worker:
         self.paused = False
         self.last_redis_ok = 0.0
         self._renewed_at = 0.0  # local time of the last heartbeat that renewed held leases
+        self._poisoned: dict[str, int] = {}  # claimed ids re-delivered too often
         self._queue_defaults: dict[str, str] = {}
         self._stopping = False
         self._stop_event = asyncio.Event()
@@ -324,6 +325,9 @@ class Worker:
                 self.paused = False
                 self._free.set()
             claimed_locally = time.monotonic()
+            for activity_id, times in claim.redelivered.items():
+                if times >= settings.max_redeliveries:
+                    self._poisoned[activity_id] = times
             for activity_id, raw in claim.items:
                 self.held[activity_id] = claim.token
                 self._buffer.append((activity_id, raw, claim.token, claim.now, claimed_locally))
@@ -363,9 +367,11 @@ class Worker:
         while buffer and len(self.running) < self.settings.max_workers and not self._stopping:
             activity_id, raw, token, claimed_at, claimed_locally = buffer.popleft()
             if self.held.get(activity_id) != token:
+                self._poisoned.pop(activity_id, None)
                 continue  # cancelled or lease lost while it waited in the buffer
             if max(claimed_locally, self._renewed_at) < stale:
                 self.held.pop(activity_id, None)
+                self._poisoned.pop(activity_id, None)
                 continue
             self._start(activity_id, raw, token, claimed_at)
 
@@ -483,6 +489,7 @@ class Worker:
     async def _execute(
         self, activity_id: str, raw: str, token: str, claimed_at: float, cancel_token: CancelToken
     ) -> None:
+        times = self._poisoned.pop(activity_id, None)
         try:
             if not raw:
                 raise CorruptRecordError("the activity's record is missing")
@@ -494,6 +501,14 @@ class Worker:
         except CorruptRecordError as exc:
             log.error("activity %s has a corrupt record (%s): dead-lettering it", activity_id, exc)
             self._dead(activity_id, token, str(exc), "corrupt", None, raw or None)
+            return
+        if times is not None:
+            error = (
+                f"its lease expired {times} times: it crashed or hung the workers that ran it"
+                f" (max_redeliveries={self.settings.max_redeliveries})"
+            )
+            log.error("activity %s: %s; dead-lettering it", activity_id, error)
+            self._dead(activity_id, token, error, "redelivered", record)
             return
         handler = self.registry.get(record.activity_type)
         if handler is None:

@@ -8,6 +8,7 @@
 -- KEYS[5] leases     HASH  id -> lease token
 -- KEYS[6] stats      HASH  counters
 -- KEYS[7] result     STRING the activity's terminal document (TTL)
+-- KEYS[8] redeliveries HASH id -> times its lease expired (cleared)
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
 -- ARGV[4] channel for terminal activities, ARGV[5] channel that tells workers to stop a handler
@@ -33,6 +34,7 @@ else
   state = 3
 end
 redis.call('HDEL', jobs, id)
+redis.call('HDEL', KEYS[8], id)
 redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
 redis.call('HINCRBY', stats, 'cancelled', 1)
 redis.call('PUBLISH', ARGV[4], id)

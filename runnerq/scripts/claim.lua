@@ -8,17 +8,19 @@
 -- KEYS[5] config    HASH  queue configuration (paused)
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
+-- KEYS[8] redeliveries HASH id -> times its lease expired
 --
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)
 -- ARGV[3] worker id (prefix of the lease token)
 --
--- Returns {-1} while the queue is paused. Otherwise {now_ms, token, id1, record1, ...}; a
--- claimed id whose record is missing comes with an empty record, so that the worker can
--- dead-letter it instead of it vanishing.
+-- Returns {-1} while the queue is paused. Otherwise {now_ms, token, {id, redeliveries, ...},
+-- id1, record1, ...}: the third element lists the claimed ids whose lease expired before
+-- (so the worker can dead-letter poison that keeps killing workers); a claimed id whose
+-- record is missing comes with an empty record, so the worker dead-letters it too.
 
-local ready, inflight, leases, jobs, config, notify, seq =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local ready, inflight, leases, jobs, config, notify, seq, redeliveries =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
 local paused = redis.call('HGET', config, 'paused')
 if paused == '1' or paused == 'true' then
@@ -29,14 +31,20 @@ local now = now_ms()
 local popped = redis.call('ZPOPMIN', ready, tonumber(ARGV[1]))
 if #popped == 0 then
   redis.call('DEL', notify)
-  return { now, '' }
+  return { now, '', {} }
 end
 
 local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
 local deadline = now + tonumber(ARGV[2])
-local out = { now, token }
+local again = {}
+local out = { now, token, again }
 for i = 1, #popped, 2 do
   local id = popped[i]
+  local count = redis.call('HGET', redeliveries, id)
+  if count then
+    again[#again + 1] = id
+    again[#again + 1] = count
+  end
   redis.call('ZADD', inflight, deadline, id)
   redis.call('HSET', leases, id, token)
   out[#out + 1] = id

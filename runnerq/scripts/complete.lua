@@ -5,7 +5,8 @@
 -- KEYS[3] leases    HASH  id -> lease token
 -- KEYS[4] stats     HASH  counters
 -- KEYS[5] done      ZSET  id -> completion time (ms), capped
--- KEYS[6..] result key of each activity, in the order of the ARGV triples
+-- KEYS[6] redeliveries HASH id -> times its lease expired (cleared)
+-- KEYS[7..] result key of each activity, in the order of the ARGV triples
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
@@ -27,7 +28,8 @@ for i = 4, #ARGV, 3 do
     redis.call('HDEL', leases, id)
     redis.call('ZREM', inflight, id)
     redis.call('HDEL', jobs, id)
-    redis.call('SET', KEYS[5 + n], doc, 'PX', ttl)
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('SET', KEYS[6 + n], doc, 'PX', ttl)
     redis.call('ZADD', done, now, id)
     redis.call('PUBLISH', channel, id)
     completed = completed + 1

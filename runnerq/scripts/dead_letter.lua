@@ -8,6 +8,7 @@
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] result    STRING the activity's terminal document (TTL)
 -- KEYS[8] seq       STRING counter (dead-letter order)
+-- KEYS[9] redeliveries HASH id -> times its lease expired (cleared)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
 -- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities
@@ -24,6 +25,7 @@ end
 redis.call('HDEL', leases, id)
 redis.call('ZREM', inflight, id)
 redis.call('HDEL', jobs, id)
+redis.call('HDEL', KEYS[9], id)
 redis.call('HSET', dead, id, ARGV[3])
 redis.call('ZADD', dlq, redis.call('INCR', KEYS[8]), id)
 redis.call('SET', result, ARGV[4], 'PX', tonumber(ARGV[5]))

@@ -7,16 +7,19 @@
 -- KEYS[4] jobs      HASH  id -> activity record (read for its priority)
 -- KEYS[5] notify    LIST  wake-up tokens
 -- KEYS[6] stats     HASH  counters
+-- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap
 --
 -- Returns how many leases were reaped.
 
 local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local redeliveries = KEYS[7]
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
 for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
   redis.call('HDEL', leases, id)
+  redis.call('HINCRBY', redeliveries, id, 1)
   redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
 end
 if #expired > 0 then

@@ -8,6 +8,7 @@
 -- KEYS[6] notify  LIST  wake-up tokens
 -- KEYS[7] stats   HASH  counters
 -- KEYS[8] result  STRING the old terminal document, removed so new waiters wait again
+-- KEYS[9] redeliveries HASH id -> times its lease expired (reset)
 --
 -- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap
 --
@@ -21,6 +22,7 @@ if redis.call('HDEL', dead, id) == 0 then
 end
 redis.call('ZREM', dlq, id)
 redis.call('DEL', result)
+redis.call('HDEL', KEYS[9], id)
 redis.call('HSET', jobs, id, ARGV[2])
 redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
 redis.call('HINCRBY', stats, 'requeued', 1)

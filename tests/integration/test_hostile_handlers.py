@@ -93,3 +93,36 @@ async def test_record_whose_id_differs_from_its_key_is_dead_lettered(
     with pytest.raises(ActivityDeadLetteredError, match="does not match"):
         await client.future("key-a").get_result(timeout=10)
     assert (await client.get_stats()).running == 0
+
+
+async def test_activity_that_keeps_losing_its_lease_is_dead_lettered(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any, raw_redis: aioredis.Redis
+) -> None:
+    """Poison that crashes or hangs every worker (so no retry is ever recorded) ends in the
+    dead-letter queue after max_redeliveries lease expiries instead of cycling forever."""
+    future = await client.execute_activity("poison", {"x": 1})
+    store = client.store
+    for _ in range(3):  # three workers took it and died: their leases expire and are reaped
+        claim = await store.claim(1, 0.001, "doomed-worker")
+        assert claim is not None
+        assert [i for i, _ in claim.items] == [future.activity_id]
+        await asyncio.sleep(0.01)
+        assert await store.reap() == 1
+    keys = QueueKeys(client.queue_name)
+    assert await raw_redis.hget(keys.redeliveries, future.activity_id) == "3"
+    ran = []
+    engine = make_engine(max_redeliveries=3)
+
+    @engine.activity("poison")
+    async def poison(payload: Any, ctx: ActivityContext) -> Any:
+        ran.append(payload)
+
+    await run_engine(engine)
+    with pytest.raises(ActivityDeadLetteredError) as info:
+        await future.get_result(timeout=10)
+    assert info.value.reason == "redelivered"
+    assert "lease expired 3 times" in info.value.last_error
+    assert ran == []
+    assert await raw_redis.hlen(keys.redeliveries) == 0
+    stats = await client.get_stats()
+    assert (stats.redelivered, stats.dead_letter, stats.running) == (3, 1, 0)
