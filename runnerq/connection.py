@@ -18,7 +18,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from .config import RedisConfig
 from .errors import ConfigurationError, RedisUnavailableError
 
-__all__ = ["REDIS_ERRORS", "connect", "redact_url", "translate_errors", "warm_up"]
+__all__ = [
+    "REDIS_ERRORS",
+    "connect",
+    "drop_connections",
+    "redact_url",
+    "translate_errors",
+    "warm_up",
+]
 
 # What a lost or refused connection looks like from redis-py (and the OS).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
@@ -209,6 +216,21 @@ async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
         held = [await pool.get_connection() for _ in range(min_idle)]  # type: ignore[no-untyped-call]
         for conn in held:
             await pool.release(conn)
+
+
+async def drop_connections(client: aioredis.Redis) -> None:
+    """Close every connection of the client's pool, in use or not: whatever waits on one
+    fails with a connection error and its caller reconnects. For a connection that stopped
+    answering (half-open), which no read timeout would otherwise end."""
+    try:
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=True)
+        else:  # Redis Cluster: one pool per node
+            for node in client.get_nodes():  # type: ignore[attr-defined]
+                await node.disconnect()
+    except Exception:  # pragma: no cover - best effort on a connection already broken
+        pass
 
 
 @contextlib.asynccontextmanager

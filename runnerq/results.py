@@ -14,9 +14,9 @@ import logging
 from collections.abc import Sequence
 
 from .batching import Coalescer
-from .connection import REDIS_ERRORS, translate_errors
+from .connection import REDIS_ERRORS, drop_connections, translate_errors
 from .errors import ActivityNotFoundError, RedisUnavailableError
-from .pubsub import read_messages
+from .pubsub import PUBSUB_IDLE, read_messages
 from .record import ResultDocument
 from .store import QueueStore
 
@@ -142,7 +142,13 @@ class ResultListener:
         ids = list(self._waiters)
         if not ids:
             return
-        states = await self._fetch(ids)
+        try:
+            async with asyncio.timeout(PUBSUB_IDLE):
+                states = await self._fetch(ids)
+        except TimeoutError:
+            # The pool's connections went silent too: drop them and try again.
+            await drop_connections(self._store.redis)
+            raise ConnectionError("no answer while re-reading waiters' results") from None
         for activity_id, state in zip(ids, states, strict=True):
             self._settle(activity_id, state)
 

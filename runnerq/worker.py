@@ -35,7 +35,7 @@ from redis.exceptions import NoScriptError
 
 from .client import ActivityClient
 from .config import WorkerSettings
-from .connection import REDIS_ERRORS
+from .connection import REDIS_ERRORS, drop_connections
 from .context import ActivityContext, CancelToken
 from .errors import NonRetryableError, SerializationError
 from .handler import HandlerRegistry
@@ -428,9 +428,22 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         backoff = _Backoff()
+        # The heartbeat doubles as the connection watchdog: connections carry no per-read
+        # timeout (RedisConfig.socket_timeout), so one that went half-open (a frozen Redis, a
+        # cut that sent no FIN/RST) would hang whatever waits on it.
+        budget = max(
+            2.0, min(self.settings.lease_duration / 2, 3 * self.settings.heartbeat_interval)
+        )
         while not self._stopping:
             try:
-                await self._heartbeat_once()
+                async with asyncio.timeout(budget):
+                    await self._heartbeat_once()
+            except TimeoutError as exc:
+                log.warning("Redis did not answer a heartbeat within %.1fs: reconnecting", budget)
+                await drop_connections(self.store.redis)
+                self.metrics.inc_counter(REDIS_ERRORS_METRIC)
+                await backoff.sleep("heartbeat", exc)
+                continue
             except Exception as exc:
                 self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                 await backoff.sleep("heartbeat", exc)
