@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help setup system-deps venv demo test check lint format typecheck \
-        test-unit test-integration test-e2e bench cluster-up clean
+        test-unit test-integration test-e2e test-topology bench cluster-up chaos clean
 
 help:
 	@echo "make demo     run the demo (starts its own redis-server unless RUNNERQ_REDIS_URL is set)"
@@ -70,6 +70,14 @@ test: setup check
 
 bench: setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The fault-injection suite at full size (thousands of activities per scenario) and its table;
+# a short version of it runs inside `make test`. faketime (Debian) makes worker clocks lie.
+chaos: setup
+	@command -v faketime >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq faketime >/dev/null; }
+	RUNNERQ_PROPERTY_EXAMPLES=500 $(PY) -m pytest tests/integration/test_script_invariants.py -q
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 # A throw-away Kubernetes control plane (built on first use); prints KUBECONFIG, Ctrl-C stops it.
 cluster-up: venv

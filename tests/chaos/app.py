@@ -97,7 +97,7 @@ async def _record(event: str, ctx: ActivityContext) -> None:
     """Record that this execution started (``"start"``) or ran to its end (``"finish"``)."""
     keys = audit_keys(ctx.activity_executor.queue_name)
     wall_ms = round(time.time() * 1000)  # this worker's (maybe skewed) wall clock
-    await _audit_client().eval(  # type: ignore[misc]
+    await _audit_client().eval(
         AUDIT_SCRIPT,
         2,
         keys.execs if event == "start" else keys.finishes,
@@ -119,7 +119,7 @@ async def work(payload: Any, ctx: ActivityContext) -> Any:
         time.sleep(payload["block_ms"] / 1000)  # a handler that blocks the whole worker
     if payload.get("block_first_ms"):
         key = audit_keys(ctx.activity_executor.queue_name).skew + ":blocked"
-        if await _audit_client().hincrby(key, ctx.activity_id, 1) == 1:  # type: ignore[misc]
+        if await _audit_client().hincrby(key, ctx.activity_id, 1) == 1:
             time.sleep(payload["block_first_ms"] / 1000)  # only its first execution blocks
             return {"n": payload["n"]}  # at once: no await between the block and the end
     if ctx.retry_count < payload.get("fail", 0):
@@ -149,7 +149,8 @@ async def odd_error(payload: Any, ctx: ActivityContext) -> Any:
         raise UnicodeError("\udcff bad surrogate and \U0001f4a5")
     if kind == "chained":
         try:
-            {}["missing"]
+            empty: dict[str, int] = {}
+            empty["missing"]
         except KeyError as exc:
             raise RuntimeError("wrapped") from exc
     if kind == "empty":

@@ -38,6 +38,7 @@ __all__ = [
     "audit",
     "audit_keys",
     "lease_losses_in_logs",
+    "read_hash",
 ]
 
 # KEYS[1] executions HASH id -> "pid:attempt:ms;..."; KEYS[2] skew HASH pid -> wall - Redis ms
@@ -229,6 +230,11 @@ class ScenarioReport:
         return "\n".join(lines)
 
 
+async def read_hash(redis: aioredis.Redis, key: str) -> dict[str, str]:
+    raw = await redis.hgetall(key)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
 async def _pipelined(redis: aioredis.Redis, calls: list[tuple[str, ...]]) -> list[Any]:
     out: list[Any] = []
     for start in range(0, len(calls), 1000):
@@ -253,8 +259,8 @@ async def audit(inp: AuditInput) -> ScenarioReport:
             ("ZSCORE", keys.done, activity_id),
         ]
     replies = await _pipelined(inp.queue_redis, queue_calls)
-    all_execs: dict[str, str] = await inp.audit_redis.hgetall(akeys.execs)  # type: ignore[misc]
-    all_fins: dict[str, str] = await inp.audit_redis.hgetall(akeys.finishes)  # type: ignore[misc]
+    all_execs = await read_hash(inp.audit_redis, akeys.execs)
+    all_fins = await read_hash(inp.audit_redis, akeys.finishes)
     lease_lost = lease_losses_in_logs(inp.log_paths)
 
     for i, activity_id in enumerate(ids):
@@ -330,7 +336,7 @@ async def audit(inp: AuditInput) -> ScenarioReport:
             report.completed_once += 1
 
     # Counters: a completion recorded twice would count twice but add one `done` member.
-    stats_raw: dict[str, str] = await inp.queue_redis.hgetall(keys.stats)  # type: ignore[misc]
+    stats_raw = await read_hash(inp.queue_redis, keys.stats)
     stats = {k: int(v) for k, v in stats_raw.items()}
     report.stats = stats
     done_count = int(await inp.queue_redis.zcard(keys.done))

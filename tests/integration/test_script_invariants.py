@@ -44,7 +44,7 @@ from runnerq.store import EnqueueItem
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("RUNNERQ_PROPERTY_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("RUNNERQ_PROPERTY_EXAMPLES", "100"))
 LONG, EXPIRED = 60.0, 0.0
 LATER = 3600.0
 
@@ -62,10 +62,12 @@ class Activity:
 
 
 class QueueScripts(RuleBasedStateMachine):
-    def __init__(self, redis_url: str) -> None:
+    redis_url = "redis://127.0.0.1:6379"  # set by the test
+
+    def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.client = ActivityClient(redis_url, f"prop-{uuid.uuid4().hex[:10]}")
+        self.client = ActivityClient(self.redis_url, f"prop-{uuid.uuid4().hex[:10]}")
         self.store = self.client.store
         self.keys = self.store.keys
         self.acts: dict[str, Activity] = {}
@@ -97,15 +99,24 @@ class QueueScripts(RuleBasedStateMachine):
     async def snapshot(self) -> dict[str, bytes | None]:
         raw = self.client.redis
         names = sorted(await raw.keys(f"{self.keys.base}*"))
-        return {name: await raw.dump(name) for name in names}
+        return {str(name): await raw.dump(name) for name in names}
 
     def expect_noop(self, act: Activity, token: str) -> bool:
         return act.state != "inflight" or token != act.token
 
-    async def ack(self, call: Any) -> list[Any]:
+    async def ack(self, name: str, *args: Any) -> Any:
+        """One acknowledgement script (``complete``/``retry``/``dead_letter``) as the worker
+        sends it: ``QueueStore.run_calls`` with ``<name>_call(...)``, or, in the store's
+        older form, ``<name>_call(pipe, ...)`` on a pipeline."""
+        make = getattr(self.store, f"{name}_call")
+        run_calls = getattr(self.store, "run_calls", None)
+        if run_calls is not None:
+            [reply] = await run_calls([make(*args)])
+            return reply
         async with self.client.redis.pipeline(transaction=False) as pipe:
-            call(pipe)
-            return list(await pipe.execute())
+            make(pipe, *args)
+            [reply] = await pipe.execute()
+            return reply
 
     def lose_lease(self, act: Activity) -> None:
         if act.token is not None:
@@ -149,7 +160,11 @@ class QueueScripts(RuleBasedStateMachine):
             )
             self.counters["enqueued"] += 1
 
-    @rule(count=st.integers(1, 5), lease=st.sampled_from([LONG, EXPIRED]), worker=st.sampled_from(["w1", "w2"]))
+    @rule(
+        count=st.integers(1, 5),
+        lease=st.sampled_from([LONG, EXPIRED]),
+        worker=st.sampled_from(["w1", "w2"]),
+    )
     def claim(self, count: int, lease: float, worker: str) -> None:
         ready_before = self.in_state("ready")
         claim = self.run(self.store.claim(count, lease, worker))
@@ -177,7 +192,7 @@ class QueueScripts(RuleBasedStateMachine):
         items = [(i, self.pick_token(data, self.acts[i]), '{"status":"completed"}') for i in chosen]
         all_stale = all(self.expect_noop(self.acts[i], t) for i, t, _ in items)
         before = self.run(self.snapshot()) if all_stale else None
-        [reply] = self.run(self.ack(lambda pipe: self.store.complete_call(pipe, items)))
+        reply = self.run(self.ack("complete", items))
         for (activity_id, token, _), ok in zip(items, reply, strict=True):
             act = self.acts[activity_id]
             assert bool(int(ok)) == (not self.expect_noop(act, token))
@@ -196,9 +211,7 @@ class QueueScripts(RuleBasedStateMachine):
         noop = self.expect_noop(act, token)
         before = self.run(self.snapshot()) if noop else None
         delay = 0.0 if due else LATER
-        [ok] = self.run(
-            self.ack(lambda pipe: self.store.retry_call(pipe, act.id, token, act.record, delay))
-        )
+        ok = self.run(self.ack("retry", act.id, token, act.record, delay))
         assert bool(int(ok)) == (not noop)
         if noop:
             assert self.run(self.snapshot()) == before, "a stale retry changed something"
@@ -218,9 +231,7 @@ class QueueScripts(RuleBasedStateMachine):
         entry = DeadLetterEntry(
             act.id, "boom", "failed", 0.0, ActivityRecord.decode(act.record), None
         )
-        [ok] = self.run(
-            self.ack(lambda pipe: self.store.dead_letter_call(pipe, act.id, token, entry))
-        )
+        ok = self.run(self.ack("dead_letter", act.id, token, entry))
         assert bool(int(ok)) == (not noop)
         if noop:
             assert self.run(self.snapshot()) == before, "a stale dead-letter changed something"
@@ -288,9 +299,7 @@ class QueueScripts(RuleBasedStateMachine):
         )
         pairs = [(i, self.pick_token(data, self.acts[i])) for i in chosen]
         lost = self.run(self.store.heartbeat(lease, pairs))
-        assert sorted(lost) == sorted(
-            i for i, t in pairs if self.expect_noop(self.acts[i], t)
-        )
+        assert sorted(lost) == sorted(i for i, t in pairs if self.expect_noop(self.acts[i], t))
         for activity_id, token in pairs:
             act = self.acts[activity_id]
             if token == act.token and lease == LONG:
@@ -365,8 +374,12 @@ class QueueScripts(RuleBasedStateMachine):
 
 
 def test_scripts_keep_their_invariants(redis_url: str) -> None:
+    class OnTheTestServer(QueueScripts):
+        pass
+
+    OnTheTestServer.redis_url = redis_url
     run_state_machine_as_test(
-        lambda: QueueScripts(redis_url),
+        OnTheTestServer,
         settings=settings(
             max_examples=EXAMPLES,
             stateful_step_count=30,
