@@ -168,3 +168,36 @@ async def test_sentinel_behaviour(sentinels: SentinelSet) -> None:
 
 async def test_sentinel_failover(sentinels: SentinelSet) -> None:
     await _survives_failover(sentinels.url, "sentinel-failover", sentinels.fail_over)
+
+
+async def test_operator_reads_depths_and_writes_config_on_cluster_and_sentinel(
+    cluster: RedisClusterSet, sentinels: SentinelSet
+) -> None:
+    import time
+
+    from runnerq_operator.redis_queues import (
+        DepthQuery,
+        RedisPools,
+        read_depths,
+        write_queue_config,
+    )
+    from runnerq_operator.redis_target import RedisTarget
+    from runnerq_operator.spec import QueueConfigSpec
+
+    pools = RedisPools()
+    try:
+        for url in (cluster.url, sentinels.url):
+            queues = [f"op-q{i}" for i in range(4)]  # spread over the cluster's slots
+            for n, queue in enumerate(queues):
+                async with ActivityClient(url, queue) as c:
+                    await c.enqueue_many([("t", i) for i in range(n + 1)])
+            client = pools.client(RedisTarget(url))
+            depths = await read_depths(
+                client, [DepthQuery(q) for q in queues], int(time.time() * 1000)
+            )
+            assert [d.ready for d in depths] == [1, 2, 3, 4]
+            await write_queue_config(client, queues[0], QueueConfigSpec(paused=True))
+            async with ActivityClient(url, queues[0]) as c:
+                assert (await c.get_stats()).paused
+    finally:
+        await pools.aclose()
