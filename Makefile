@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help setup system-deps venv demo test check lint format typecheck \
-        test-unit test-integration test-e2e test-topology bench cluster-up chaos clean
+        test-unit test-integration test-e2e test-topology bench cluster-up chaos \
+        manifests manifests-check images helm-lint clean
 
 help:
 	@echo "make demo     run the demo (starts its own redis-server unless RUNNERQ_REDIS_URL is set)"
@@ -78,6 +79,21 @@ chaos: setup
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq faketime >/dev/null; }
 	RUNNERQ_PROPERTY_EXAMPLES=500 $(PY) -m pytest tests/integration/test_script_invariants.py -q
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+# Chart CRD/RBAC templates from operator/, then manifests/ from the chart (pinned helm).
+manifests: venv
+	$(PY) hack/render_manifests.py
+
+manifests-check: venv
+	$(PY) hack/render_manifests.py --check
+
+# Worker and operator images with podman (installs podman/runc/debootstrap when missing).
+images: venv
+	bash hack/images.sh build
+
+helm-lint:
+	bash hack/control-plane.sh ensure >/dev/null
+	"$$(bash hack/control-plane.sh env | sed -n 's/^BIN_DIR=//p')/helm" lint --strict charts/runnerq
 
 # A throw-away Kubernetes control plane (built on first use); prints KUBECONFIG, Ctrl-C stops it.
 cluster-up: venv

@@ -10,9 +10,11 @@
 #   2. A base image with Python made by debootstrap from this machine's Debian mirror, cached as a
 #      tarball outside the repository and imported into podman's storage once. (BASE_IMAGE=pinned
 #      uses the Dockerfiles' pinned python:*-slim base instead, for machines that can pull it.)
-#   3. A wheelhouse: runnerq's wheel built here, and its dependencies' wheels downloaded by pip for
-#      the base image's Python; the dependencies are cached outside the repository, keyed by what
-#      runnerq requires. The Dockerfiles install from it with `pip --no-index`.
+#   3. A wheelhouse (the build context, in the cache): runnerq's wheel built here, and its
+#      dependencies' wheels made by the base image's own pip (with the host's network), cached
+#      outside the repository, keyed by what runnerq requires. The Dockerfiles install from it with
+#      `pip --no-index`. (`hack/images.sh wheels` then `docker build -f docker/Dockerfile.worker
+#      ~/.cache/runnerq-images/context` works too.)
 #   4. `podman build` of both images (layers cached by podman: unchanged dependencies are not
 #      installed again).
 #
@@ -27,18 +29,18 @@
 # Settings (environment):
 #   RUNNERQ_IMAGES_CACHE  cache directory            (default ~/.cache/runnerq-images)
 #   BASE_IMAGE            base image; unset: the debootstrap one; "pinned": the Dockerfiles' default
-#   IMAGE_PREFIX          image name prefix          (default runnerq/)
+#   IMAGE_PREFIX          image name prefix          (default localhost/runnerq/)
 #   IMAGE_TAG             image tag                  (default the version in pyproject.toml)
 #   DEBIAN_SUITE          debootstrap suite          (default bookworm: Python 3.11)
 #   DEBIAN_MIRROR         debootstrap mirror         (default the first apt source for the suite)
-#   PYTHON                Python that builds wheels  (default .venv/bin/python, else python3)
+#   PYTHON                builds runnerq's wheel     (default .venv/bin/python, else python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${RUNNERQ_IMAGES_CACHE:-$HOME/.cache/runnerq-images}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 LOCAL_BASE="localhost/runnerq-base:$DEBIAN_SUITE"
-IMAGE_PREFIX="${IMAGE_PREFIX:-runnerq/}"
+IMAGE_PREFIX="${IMAGE_PREFIX:-localhost/runnerq/}"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -n1)"
 IMAGE_TAG="${IMAGE_TAG:-$VERSION}"
 WORKER_IMAGE="${IMAGE_PREFIX}worker:$IMAGE_TAG"
@@ -59,10 +61,11 @@ die() {
 
 # timed NAME CMD... -> run CMD, then log how long it took.
 timed() {
-    local name="$1" start=$SECONDS
+    local name="$1" start=$SECONDS rc=0
     shift
-    "$@"
+    "$@" || rc=$?
     log "$name took $((SECONDS - start))s"
+    return "$rc"
 }
 
 as_root() {
@@ -168,30 +171,34 @@ base_image() {
     esac
 }
 
-# The base image's Python version (for the dependency wheels), e.g. 3.11.
-base_python() {
-    local base
-    base="$(base_image)"
-    if [[ -n "${BASE_PYTHON:-}" ]]; then
-        echo "$BASE_PYTHON"
-    elif [[ -z "$base" ]]; then
-        sed -n 's/^ARG BASE_IMAGE=python:\([0-9]*\.[0-9]*\).*/\1/p' "$ROOT/docker/Dockerfile.worker"
-    else
-        "${PODMAN[@]}" run --rm "$base" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'
-    fi
-}
-
-# download_deps DEST PYVER EXTRAS -> the wheels of runnerq[EXTRAS]'s dependencies for PYVER.
+# download_deps DEST EXTRAS -> wheels of runnerq[EXTRAS]'s dependencies, made by the base image's
+# own Python and pip (so environment markers such as python_full_version are evaluated for the
+# image, not for this host), over the host's network, trusting the host's CA bundle.
 download_deps() {
-    local dest="$1" pyver="$2" extras="$3" wheel
-    wheel="$(ls "$CONTEXT"/wheelhouse/runnerq/runnerq-*.whl)"
+    local dest="$1" extras="$2" base ca run_args=()
+    base="$(base_image)"
+    [[ -n "$base" ]] || base="$(sed -n 's/^ARG BASE_IMAGE=//p' "$ROOT/docker/Dockerfile.worker")"
+    ca="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
+    if [[ -r "$ca" ]]; then
+        run_args+=(-v "$ca:/etc/runnerq-host-ca.crt:ro" -e PIP_CERT=/etc/runnerq-host-ca.crt)
+    fi
+    local name
+    for name in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST PIP_DEFAULT_TIMEOUT \
+        HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
+        if [[ -n "${!name:-}" ]]; then run_args+=(-e "$name"); fi
+    done
+    local index
+    index="$("$PYTHON" -m pip config get global.index-url 2>/dev/null || true)"
+    if [[ -n "$index" && -z "${PIP_INDEX_URL:-}" ]]; then run_args+=(-e "PIP_INDEX_URL=$index"); fi
+    rm -rf "$dest.tmp"
     mkdir -p "$dest.tmp"
-    # pip takes platform tags literally: list every manylinux tag a glibc 2.36 system accepts.
-    local platforms=(--platform "manylinux2014_$(uname -m)") glibc
-    for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_$(uname -m)"); done
-    "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
-        --implementation cp --python-version "$pyver" "${platforms[@]}" \
-        -d "$dest.tmp" "$wheel[$extras]"
+    # shellcheck disable=SC2016 # $EXTRAS is expanded by the container's shell
+    "${PODMAN[@]}" run --rm --network host --pull=missing "${run_args[@]}" \
+        -v "$CONTEXT/wheelhouse/runnerq:/in:ro" -v "$dest.tmp:/out" \
+        -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e "EXTRAS=$extras" "$base" \
+        sh -euc 'python3 -m venv /tmp/venv
+                 /tmp/venv/bin/pip wheel -q --prefer-binary -w /out "$(ls /in/runnerq-*.whl)[$EXTRAS]"' ||
+        die "could not download the dependency wheels for runnerq[$extras]"
     rm -f "$dest.tmp"/runnerq-*.whl
     rm -rf "$dest"
     mv "$dest.tmp" "$dest"
@@ -199,30 +206,45 @@ download_deps() {
 
 # The build context: wheelhouse/{runnerq,worker,operator}/*.whl.
 cmd_wheels() {
-    local pyver key deps
+    local key deps isolation=(--no-build-isolation)
     rm -rf "$CONTEXT"
     mkdir -p "$CONTEXT/wheelhouse/runnerq"
     # hatchling's wheels are reproducible (fixed timestamps): unchanged sources give the same
     # bytes, so podman's cache of the COPY layer holds.
+    "$PYTHON" -c 'import hatchling' 2>/dev/null || isolation=()
     log "building the runnerq wheel"
-    "$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    "$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps "${isolation[@]}" \
         -w "$CONTEXT/wheelhouse/runnerq" "$ROOT" >/dev/null
-    pyver="$(base_python)"
-    [[ "$pyver" =~ ^3\.[0-9]+$ ]] || die "cannot tell the base image's Python version ('$pyver')"
     key="$(
         {
-            unzip -p "$CONTEXT"/wheelhouse/runnerq/runnerq-*.whl '*.dist-info/METADATA' |
-                grep -E '^(Requires-Dist|Requires-Python):'
-            echo "python=$pyver arch=$(uname -m)"
+            "$PYTHON" - "$CONTEXT"/wheelhouse/runnerq/runnerq-*.whl <<'PY'
+import sys, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+(name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+for line in wheel.read(name).decode().splitlines():
+    if line.startswith(("Requires-Dist:", "Requires-Python:")):
+        print(line)
+PY
+            echo "base=$(base_image) arch=$(uname -m)"
+            if [[ -z "${BASE_IMAGE:-}" ]]; then
+                "${PODMAN[@]}" image inspect --format '{{.Id}}' "$LOCAL_BASE"
+            fi
         } | sha256sum | cut -c1-16
     )"
     deps="$CACHE/wheelhouse/$key"
     if [[ ! -d "$deps/worker" || ! -d "$deps/operator" ]]; then
-        log "downloading dependency wheels for Python $pyver into $deps"
-        timed "dependency wheels" download_deps "$deps/worker" "$pyver" prometheus,hiredis
-        download_deps "$deps/operator" "$pyver" operator
+        log "making the dependency wheels in $deps (the base image's pip)"
+        timed "worker dependency wheels" download_deps "$deps/worker" prometheus,hiredis
+        timed "operator dependency wheels" download_deps "$deps/operator" operator
     fi
     cp -a "$deps/worker" "$deps/operator" "$CONTEXT/wheelhouse/"
+}
+
+# podman_logged LOG ARGS... -> podman ARGS with its output in LOG.
+podman_logged() {
+    local log_file="$1"
+    shift
+    "${PODMAN[@]}" "$@" >"$log_file" 2>&1
 }
 
 build_image() {
@@ -230,11 +252,12 @@ build_image() {
     base="$(base_image)"
     local args=(build --layers --pull=never -f "$ROOT/docker/$dockerfile" -t "$tag"
         --build-arg "VERSION=$VERSION")
-    [[ -n "$base" ]] && args+=(--build-arg "BASE_IMAGE=$base")
-    [[ "${BASE_IMAGE:-}" == pinned ]] && args=("${args[@]/--pull=never/--pull=missing}")
-    log "building $tag"
-    timed "$tag" "${PODMAN[@]}" "${args[@]}" "$CONTEXT" >"$CACHE/build-$(basename "$dockerfile").log" 2>&1 ||
-        die "podman build of $dockerfile failed: $(tail -n 20 "$CACHE/build-$(basename "$dockerfile").log")"
+    if [[ -n "$base" ]]; then args+=(--build-arg "BASE_IMAGE=$base"); fi
+    if [[ "${BASE_IMAGE:-}" == pinned ]]; then args=("${args[@]/--pull=never/--pull=missing}"); fi
+    local build_log="$CACHE/build-$dockerfile.log"
+    log "building $tag (log: $build_log)"
+    timed "$tag" podman_logged "$build_log" "${args[@]}" "$CONTEXT" ||
+        die "podman build of $dockerfile failed:"$'\n'"$(tail -n 25 "$build_log")"
 }
 
 cmd_build() {
@@ -243,6 +266,11 @@ cmd_build() {
     cmd_wheels
     build_image Dockerfile.worker "$WORKER_IMAGE"
     build_image Dockerfile.operator "$OPERATOR_IMAGE"
+    # Earlier builds of these images, now untagged (only ours: selected by their title label).
+    local title
+    for title in runnerq-worker runnerq-operator; do
+        "${PODMAN[@]}" image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
+    done
     log "built $WORKER_IMAGE and $OPERATOR_IMAGE"
 }
 

@@ -13,7 +13,7 @@
   verbs: [list, watch]
 {{- end }}
 
-{{/* Rules on namespaced resources (a Role per watched namespace, or the ClusterRole). */}}
+{{/* Rules on namespaced resources (a Role per namespace, or in the ClusterRole). */}}
 {{- define "runnerq.rbac.namespacedRules" -}}
 # Watch ActivityQueues; patch them for kopf's bookkeeping annotations and the finalizer
 # (only queues with deletionPolicy Purge get one).
