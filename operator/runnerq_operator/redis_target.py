@@ -43,8 +43,8 @@ class RedisTarget:
 
 
 def _with_tls(url: str, redis: RedisSpec) -> str:
-    if redis.tls and url.startswith("redis://"):
-        return "rediss://" + url.removeprefix("redis://")
+    if redis.tls and url.startswith("redis") and not url.startswith("rediss"):
+        return "rediss" + url.removeprefix("redis")  # also redis+cluster://, redis+sentinel://
     return url
 
 

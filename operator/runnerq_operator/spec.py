@@ -28,7 +28,15 @@ __all__ = [
 
 MAX_NAME_LENGTH = 52
 _APP = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
-_PASSWORD_IN_URL = re.compile(r"^[a-z]+://[^/@]*:[^/@]*@")
+_PASSWORD_IN_URL = re.compile(r"^[a-z+]+://[^/@]*:[^/@]*@")
+_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 ScalingMode = Literal["Operator", "External"]
 
 
@@ -249,8 +257,11 @@ def _redis(r: _Reader, data: Mapping[str, Any]) -> RedisSpec:
     if (url is None) == (url_secret is None):
         r.problems.append("set exactly one of spec.redis.url and spec.redis.urlSecretRef")
     if url is not None:
-        if not url.startswith(("redis://", "rediss://")):
-            r.problems.append(f"spec.redis.url must start with redis:// or rediss://, not {url!r}")
+        if not url.startswith(_SCHEMES):
+            r.problems.append(
+                "spec.redis.url must start with redis://, rediss://, redis+cluster://,"
+                f" rediss+cluster://, redis+sentinel:// or rediss+sentinel://, not {url!r}"
+            )
         elif _PASSWORD_IN_URL.match(url):
             r.problems.append(
                 "spec.redis.url must not carry a password: put it in a Secret and name it in"
@@ -267,7 +278,7 @@ def _redis(r: _Reader, data: Mapping[str, Any]) -> RedisSpec:
         url_secret=url_secret,
         password_secret=password,
         tls=r.flag(tls, "spec.redis.tls.enabled", False)
-        or (url is not None and url.startswith("rediss://")),
+        or (url is not None and url.startswith("rediss")),
         ca_secret=r.secret_ref(tls, "spec.redis.tls.caSecretRef", "ca.crt"),
         insecure_skip_verify=r.flag(tls, "spec.redis.tls.insecureSkipVerify", False),
     )

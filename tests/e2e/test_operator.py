@@ -423,3 +423,18 @@ def test_external_mode_follows_the_scale_subresource(
     assert scale["status"]["selector"] == (
         "app.kubernetes.io/instance=ext,app.kubernetes.io/name=runnerq-worker"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+cluster://r1:7000,r2:7001", "rediss+sentinel://s1:26379,s2:26379/mymaster"],
+)
+def test_cluster_and_sentinel_urls_pass_the_schema(
+    control_plane: ControlPlane, crd: str, namespace: str, url: str
+) -> None:
+    ok = activity_queue("multi", namespace, url, "q")
+    control_plane.apply(ok)  # refused with CalledProcessError if the schema disagreed
+    leaky = activity_queue("leaky", namespace, url.replace("://", "://:secret@"), "q")
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        control_plane.apply(leaky)
+    assert "password" in refused.value.stderr

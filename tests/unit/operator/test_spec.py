@@ -89,7 +89,7 @@ def test_rediss_url_means_tls() -> None:
             {"redis": {"url": "redis://r", "urlSecretRef": {"name": "s"}}},
             "set exactly one of spec.redis.url and spec.redis.urlSecretRef",
         ),
-        ({"redis": {"url": "http://r"}}, "spec.redis.url must start with redis:// or rediss://"),
+        ({"redis": {"url": "http://r"}}, "spec.redis.url must start with redis://, rediss://"),
         ({"redis": {"url": "redis://:hunter2@r:6379"}}, "must not carry a password"),
         (
             {"redis": {"urlSecretRef": {"name": "s"}, "passwordSecretRef": {"name": "p"}}},
@@ -123,3 +123,14 @@ def test_every_problem_is_reported_at_once() -> None:
     problems = caught.value.problems
     assert len(problems) == 4, problems
     assert problems[0].startswith("metadata.name is at most 52 characters")
+
+
+def test_cluster_and_sentinel_urls_are_accepted_and_upgraded_to_tls() -> None:
+    from runnerq_operator.redis_target import operator_target, worker_url
+    from runnerq_operator.spec import RedisSpec
+
+    for url in ("redis+cluster://a:7000,b:7001", "redis+sentinel://s1:26379,s2:26379/mymaster"):
+        spec = RedisSpec(url=url, tls=True)
+        assert worker_url(spec) == url.replace("redis+", "rediss+")
+        assert operator_target(spec, password="p w").url.startswith("rediss+")
+        assert ":p%20w@" in operator_target(spec, password="p w").url
