@@ -25,22 +25,30 @@ class CancelToken:
     __slots__ = ("_event", "reason")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made on first wait: most are never awaited
         self.reason: str | None = None
 
     def is_cancelled(self) -> bool:
-        return self._event.is_set()
+        return self.reason is not None
 
     def cancel(self, reason: str = "cancelled") -> None:
-        if not self._event.is_set():
+        if self.reason is None:
             self.reason = reason
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
+
+    def _waitable(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self.reason is not None:
+                self._event.set()
+        return self._event
 
     async def wait(self) -> None:
-        await self._event.wait()
+        await self._waitable().wait()
 
     def __await__(self) -> Generator[Any, None, bool]:
-        return self._event.wait().__await__()
+        return self._waitable().wait().__await__()
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,8 +168,7 @@ class QueueStore:
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [self._result_ttl_ms, self.settings.completed_cap, k.done_channel]
-        for item in items:
-            args += item
+        args += [f"{activity_id}|{token}|{doc}" for activity_id, token, doc in items]
         return ScriptCall(self.scripts.complete, keys, args)
 
     def retry_call(

@@ -497,7 +497,12 @@ class Worker:
         self.running.pop(activity_id, None)
         if self._buffer:
             self._start_buffered()
-        self._free.set()
+        # Wake the dispatcher (and the wake-up listener) only when it has something to do:
+        # room for a whole refill, room at all, or nothing left to run. A wake-up per finished
+        # activity would cost a loop turn each.
+        room = self._room()
+        if room == 1 or room >= self._low_water or not self._buffer:
+            self._free.set()
 
     async def _execute(
         self, activity_id: str, raw: str, token: str, claimed_at: float, cancel_token: CancelToken

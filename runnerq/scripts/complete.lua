@@ -6,12 +6,13 @@
 -- KEYS[4] stats     HASH  counters
 -- KEYS[5] done      ZSET  id -> completion time (ms), capped
 -- KEYS[6] redeliveries HASH id -> times its lease expired (cleared)
--- KEYS[7..] result key of each activity, in the order of the ARGV triples
+-- KEYS[7..] result key of each activity, in the order of ARGV[4..]
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
 -- ARGV[3] channel that announces terminal activities
--- then triples: id, lease token, result document (JSON)
+-- then one value per activity: "id|lease token|result document (JSON)" (ids and tokens hold
+-- no '|'; one argument per activity keeps the client's packing cheap)
 --
 -- Returns one value per activity: 1 when completed, 0 when the worker no longer held the
 -- lease (the activity was re-delivered or cancelled, and this completion is dropped).
@@ -21,9 +22,13 @@ local ttl, cap, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out, completed = {}, 0
 
-for i = 4, #ARGV, 3 do
-  local id, token, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local n = (i - 4) / 3 + 1
+for i = 4, #ARGV do
+  local packed = ARGV[i]
+  local bar1 = string.find(packed, '|', 1, true)
+  local bar2 = string.find(packed, '|', bar1 + 1, true)
+  local id, token = string.sub(packed, 1, bar1 - 1), string.sub(packed, bar1 + 1, bar2 - 1)
+  local doc = string.sub(packed, bar2 + 1)
+  local n = i - 3
   if redis.call('HGET', leases, id) == token then
     redis.call('HDEL', leases, id)
     redis.call('ZREM', inflight, id)
