@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from runnerq import ActivityClient
+from tests.support.processes import terminate
 from tests.support.redis_server import free_port
 
 from .cluster import ControlPlane
@@ -266,14 +267,7 @@ class DeploymentOperator:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
     def assert_never_forbidden(self) -> None:
         assert_no_rbac_denial(self.log())

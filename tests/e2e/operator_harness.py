@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from runnerq import ActivityClient, QueueStats
+from tests.support.processes import terminate
 from tests.support.redis_server import free_port
 
 from .cluster import ControlPlane
@@ -119,14 +120,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 class WorkerProcess:

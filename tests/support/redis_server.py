@@ -10,6 +10,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from tests.support.processes import terminate
+
 __all__ = ["RedisServer", "free_port"]
 
 
@@ -160,14 +162,7 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=10)
 
     def kill(self) -> None:
         process, self.process = self.process, None
