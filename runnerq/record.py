@@ -123,9 +123,6 @@ class ActivityRecord:
         head = encode_json(envelope, "activity metadata")
         return f'{head[:-1]},"payload":{payload_json}}}'
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(self.encode())  # type: ignore[no-any-return]
-
     @classmethod
     def decode(cls, raw: str | bytes) -> ActivityRecord:
         """Parse a stored record, or raise ``CorruptRecordError`` saying what is wrong."""

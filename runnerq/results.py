@@ -66,7 +66,9 @@ class ResultListener:
         async with store.redis.pipeline(transaction=True) as pipe:
             for activity_id in ids:
                 pipe.get(store.keys.result(activity_id))
-                pipe.hstrlen(store.keys.jobs, activity_id)  # not HEXISTS: see store.result_state
+                # HSTRLEN, not HEXISTS: redis-py's cluster transactions trip over HEXISTS's
+                # reply callback. A stored record is never empty: length > 0 means unfinished.
+                pipe.hstrlen(store.keys.jobs, activity_id)
             raw = await pipe.execute()
         out: list[_RESULT_OR_GONE] = []
         for i, activity_id in enumerate(ids):

@@ -301,16 +301,6 @@ class QueueStore:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def result_state(self, activity_id: str) -> tuple[ResultDocument | None, bool]:
-        """(terminal document or None, whether the activity is still unfinished)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.result(activity_id))
-            # HSTRLEN, not HEXISTS: redis-py's cluster transactions trip over HEXISTS's
-            # reply callback. A stored record is never empty, so length > 0 means pending.
-            pipe.hstrlen(self.keys.jobs, activity_id)
-            raw, pending = await pipe.execute()
-        return (ResultDocument.decode(raw) if raw is not None else None), int(pending) > 0
-
     async def stats(self) -> QueueStats:
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -155,13 +155,7 @@ class WorkerProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=30)
 
 
 def enqueue(redis_url: str, queue: str, count: int, payload: Any = None) -> None:
