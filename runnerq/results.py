@@ -36,6 +36,7 @@ class ResultListener:
         self._subscribed = asyncio.Event()
         self._fetcher: Coalescer[str, _RESULT_OR_GONE] = Coalescer(self._fetch, 500)
         self._resolving: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def wait(self, activity_id: str, timeout: float | None) -> ResultDocument:
         """The activity's terminal document. Raises ``TimeoutError`` after ``timeout``."""
@@ -114,7 +115,12 @@ class ResultListener:
                 delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    # Closing goes on even if this task is cancelled; aclose() waits for it, so
+                    # no socket outlives the client.
+                    closing = asyncio.ensure_future(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                    await asyncio.shield(closing)
 
     def _on_done(self, activity_id: str) -> None:
         if activity_id in self._waiters:
@@ -160,6 +166,8 @@ class ResultListener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():

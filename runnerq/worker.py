@@ -157,6 +157,7 @@ class Worker:
         self._acks_closed = False
         self._acks_sending = 0  # batches on their way to Redis (acker or dispatcher)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Future[None]] = set()  # subscriptions being closed
         self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -207,6 +208,8 @@ class Worker:
         # Loops also check the stop flag, so one whose cancellation was swallowed by a library
         # still ends at its next turn.
         await asyncio.wait(self._tasks, timeout=_BLOCK_SECONDS + 3)
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=5)
         tasks = [r.task for r in self.running.values()]
         if tasks:
             log.info("waiting up to %.1fs for %d running activities", grace, len(tasks))
@@ -414,7 +417,10 @@ class Worker:
                 await backoff.sleep("listening for cancellations", exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    closing = asyncio.ensure_future(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                    await asyncio.shield(closing)  # stop() waits for it
 
     def _stop_activity(self, activity_id: str, reason: str) -> None:
         entry = self.running.get(activity_id)
