@@ -69,6 +69,12 @@ class ActivityClient:
     def queue_name(self) -> str:
         return self.settings.name
 
+    @property
+    def owns_connection(self) -> bool:
+        """True when this client opened its Redis connection from ``redis_url`` (False when it
+        was handed a client): then ``redis_url`` and ``redis_config`` describe the connection."""
+        return self._owns_redis
+
     async def connect(self) -> None:
         """Check that Redis answers and open the pool's idle connections."""
         await warm_up(self.redis, self.redis_url, self.redis_config.min_idle)

@@ -152,6 +152,11 @@ class WorkerSettings:
     # An activity whose lease expired this many times (it crashed or hung its workers) is
     # dead-lettered when next claimed, instead of being handed out again forever.
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    # While a handler blocks the event loop (and with it the heartbeat), a guard thread keeps
+    # the worker's leases for up to this many seconds of one stall, so that neither the
+    # blocking activity nor those sharing its worker are re-run elsewhere. None: as long as
+    # default_timeout; 0 turns the guard off.
+    loop_stall_limit: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
@@ -163,6 +168,8 @@ class WorkerSettings:
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("shutdown_grace", self.shutdown_grace, allow_zero=True)
         _positive("default_timeout", self.default_timeout)
+        if self.loop_stall_limit is not None:
+            _positive("loop_stall_limit", self.loop_stall_limit, allow_zero=True)
         if self.heartbeat_interval >= self.lease_duration:
             raise ConfigurationError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be shorter than"

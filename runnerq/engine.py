@@ -63,6 +63,7 @@ class WorkerEngine:
         default_timeout: float = DEFAULT_TIMEOUT,
         prefetch: int | None = None,
         max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
+        loop_stall_limit: float | None = None,
         backoff: BackoffPolicy | None = None,
         redis_config: RedisConfig | None = None,
         queue_settings: QueueSettings | None = None,
@@ -85,6 +86,7 @@ class WorkerEngine:
             default_timeout=default_timeout,
             prefetch=prefetch,
             max_redeliveries=max_redeliveries,
+            loop_stall_limit=loop_stall_limit,
             backoff=backoff or BackoffPolicy(),
         )
         self.metrics: MetricsSink = metrics or NoopMetrics()
@@ -275,6 +277,9 @@ class WorkerEngineBuilder:
 
     def max_redeliveries(self, n: int) -> Self:
         return self._set("max_redeliveries", n)
+
+    def loop_stall_limit(self, seconds: float) -> Self:
+        return self._set("loop_stall_limit", seconds)
 
     def backoff(
         self, base: float = 1.0, factor: float = 2.0, cap: float = 300.0, jitter: float = 0.5

@@ -8,7 +8,9 @@ counters
     ``activity_lease_lost``, ``activity_released``, ``activity_enqueued``,
     ``redis_errors``
 durations (seconds)
-    ``activity_execution`` (handler run time), ``activity_queue_wait`` (from ready to start)
+    ``activity_execution`` (handler run time), ``activity_queue_wait`` (from ready to start),
+    ``event_loop_stall`` (each time a handler blocked the worker's event loop for long
+    enough that the stall guard stepped in: see ``runnerq.stall_guard``)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "ACTIVITY_RELEASED",
     "ACTIVITY_RETRY",
     "ACTIVITY_TIMEOUT",
+    "EVENT_LOOP_STALL",
     "REDIS_ERRORS",
     "FanoutMetrics",
     "InMemoryMetrics",
@@ -48,6 +51,7 @@ ACTIVITY_ENQUEUED = "activity_enqueued"
 REDIS_ERRORS = "redis_errors"
 ACTIVITY_EXECUTION = "activity_execution"
 ACTIVITY_QUEUE_WAIT = "activity_queue_wait"
+EVENT_LOOP_STALL = "event_loop_stall"
 
 
 @runtime_checkable

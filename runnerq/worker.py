@@ -50,6 +50,7 @@ from .metrics import (
     ACTIVITY_RELEASED,
     ACTIVITY_RETRY,
     ACTIVITY_TIMEOUT,
+    EVENT_LOOP_STALL,
     MetricsSink,
 )
 from .metrics import (
@@ -57,6 +58,7 @@ from .metrics import (
 )
 from .pubsub import read_messages
 from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
+from .stall_guard import StallGuard, StallPolicy
 from .store import Claim, ScriptCall
 
 __all__ = ["Worker", "new_worker_id"]
@@ -161,6 +163,7 @@ class Worker:
         self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self.stall_guard = self._new_stall_guard()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class Worker:
             spawn(self._schedule_loop(), name="runnerq-scheduler"),
             spawn(self._cancel_loop(), name="runnerq-cancel"),
         ]
+        if self.stall_guard is not None:
+            self.stall_guard.start()
 
     @property
     def ready(self) -> bool:
@@ -231,6 +236,8 @@ class Worker:
             loop_task.cancel()
         if loops:
             await asyncio.wait(loops, timeout=_BLOCK_SECONDS + 3)
+        if self.stall_guard is not None:
+            await self.stall_guard.stop()
 
     async def _drain_acks(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(TimeoutError):
@@ -473,6 +480,42 @@ class Worker:
             self._wake.set()
         self._queue_defaults = await self.store.get_config()
         self.last_redis_ok = time.monotonic()
+
+    # -- a blocked event loop ----------------------------------------------------------
+
+    def _new_stall_guard(self) -> StallGuard | None:
+        settings = self.settings
+        limit = settings.loop_stall_limit
+        if limit is None:
+            limit = settings.default_timeout
+        if limit == 0 or not self.client.owns_connection:
+            return None  # off, or no URL to open the guard's own connection from
+        policy = StallPolicy.for_worker(settings.lease_duration, settings.heartbeat_interval, limit)
+        return StallGuard(
+            url=self.client.redis_url,
+            redis_config=self.client.redis_config,
+            queue_settings=self.client.settings,
+            policy=policy,
+            held=lambda: list(self.held.items()),
+            blocker=self._activity_of,
+            on_renewed=self._renewed_by_guard,
+            on_stall_end=self._stall_ended,
+        )
+
+    def _activity_of(self, task: asyncio.Task[Any] | None) -> str | None:
+        for activity_id, entry in list(self.running.items()):
+            if entry.task is task:
+                return activity_id
+        return None
+
+    def _renewed_by_guard(self, sent_at: float, lost: list[str]) -> None:
+        self._renewed_at = max(self._renewed_at, sent_at)
+        for activity_id in lost:
+            self._stop_activity(activity_id, "lease_lost")
+
+    def _stall_ended(self, seconds: float) -> None:
+        log.warning("event loop was blocked for %.1fs", seconds)
+        self.metrics.observe_duration(EVENT_LOOP_STALL, seconds)
 
     def _default(self, name: str, fallback: float, *, integer: bool = False) -> float:
         """A default from the queue's config hash, or ``fallback`` when it is absent or not a

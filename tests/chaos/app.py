@@ -75,6 +75,11 @@ engine = WorkerEngine(
     schedule_poll_interval=0.5,
     default_max_retries=int(_env("CHAOS_MAX_RETRIES", 2)),
     default_timeout=_env("CHAOS_TIMEOUT", 30.0),
+    # Unset: the engine's default; 0 turns the stall guard off (scenarios that need a worker
+    # whose blocked loop loses its leases).
+    loop_stall_limit=_env("CHAOS_LOOP_STALL_LIMIT", 0)
+    if os.environ.get("CHAOS_LOOP_STALL_LIMIT")
+    else None,
     backoff=BackoffPolicy(base=0.05, factor=2.0, cap=0.5, jitter=0.5),
     redis_config=RedisConfig(conn_timeout=_env("CHAOS_CONN_TIMEOUT", 5.0)),
     # `done` keeps every completion of a run, so the audit can read completion times.

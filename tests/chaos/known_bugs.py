@@ -108,10 +108,10 @@ async def record_id_mismatch() -> ScenarioReport:
 
 
 async def blocking_handler_livelock() -> ScenarioReport:
-    """A handler that blocks the event loop (2.5 s) past its lease (1 s): the lease is lost,
-    the activity re-runs elsewhere and blocks that worker too, forever: re-delivery is not
-    counted as an attempt, so nothing ever dead-letters it. Activities sharing the blocked
-    worker are re-run with it."""
+    """A handler that blocks the event loop (2.5 s) past its lease (1 s): the lease was lost,
+    the activity re-ran elsewhere and blocked that worker too, over and over (until
+    max_redeliveries), and the activities sharing the blocked worker were re-run with it.
+    Fixed by the stall guard (runnerq/stall_guard.py), which keeps the leases meanwhile."""
     produced: list[Produced] = [
         ("work", {"n": 1, "ms": 1, "block_ms": 2500}, None, ActivityPlan(1, "any"))
     ]
@@ -123,8 +123,9 @@ async def blocking_handler_livelock() -> ScenarioReport:
 async def stale_prefetch_start() -> ScenarioReport:
     """A worker whose event loop was blocked past the lease starts the activities waiting in
     its prefetch buffer although their leases were lost and another worker already completed
-    them: an execution after the completion was recorded."""
-    env = {**_SHORT_LEASE, "CHAOS_MAX_WORKERS": "1"}
+    them: an execution after the completion was recorded. (With the stall guard off: it would
+    keep the leases.)"""
+    env = {**_SHORT_LEASE, "CHAOS_MAX_WORKERS": "1", "CHAOS_LOOP_STALL_LIMIT": "0"}
     async with Harness("kb-stale-prefetch", worker_env=env) as h:
         first = h.spawn()
         await h.wait_ready([first])
@@ -212,4 +213,4 @@ KNOWN_BUGS: dict[str, Callable[[], Awaitable[ScenarioReport]]] = {
 
 # Still broken with the runnerq of this tree (strict xfail); the others were fixed after the
 # suite found them and now run as plain regression tests.
-OPEN_BUGS = {"kb-blocking-livelock"}
+OPEN_BUGS: set[str] = set()
