@@ -114,13 +114,15 @@ class ActivityClient:
             self._prepare(entry[0], entry[1], (entry[2] if len(entry) > 2 else None) or _NO_OPTIONS)
             for entry in activities
         ]
-        futures: list[ActivityFuture] = []
-        # One batch at a time, in order: batches on parallel connections could reach Redis out
-        # of order and break FIFO within a priority.
+        batches = [items[i : i + _ENQUEUE_BATCH] for i in range(0, len(items), _ENQUEUE_BATCH)]
+        if not batches:
+            return []
+        # In order (FIFO within a priority): one pipeline on one connection, never batches
+        # on parallel connections, which could reach Redis out of order.
         async with translate_errors("cannot enqueue"):
-            for start in range(0, len(items), _ENQUEUE_BATCH):
-                done = await self._enqueue_batch(items[start : start + _ENQUEUE_BATCH])
-                futures += [ActivityFuture(self, i, created) for i, created in done]
+            done = await self.store.enqueue_batches(batches)
+        futures = [ActivityFuture(self, i, created) for batch in done for i, created in batch]
+        self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for f in futures if f.created))
         return futures
 
     async def _enqueue_batch(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +28,35 @@ __all__ = [
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _one_shot_encoder() -> Callable[[Any], str]:
+    """``_encoder.encode`` without its per-call set-up: ``JSONEncoder.encode`` builds a new C
+    encoder on every call, which costs more than encoding a small payload. Built once here,
+    with no circular-reference table (a table shared between calls could keep stale entries
+    after an error); a circular value fails with RecursionError instead, caught by callers."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:  # no C accelerator: the plain encoder
+        return _encoder.encode
+    try:
+        iterencode = make(None, _not_json, basestring, None, ":", ",", False, False, False)
+    except TypeError:  # another Python's private signature: the plain encoder
+        return _encoder.encode
+
+    def encode(value: Any) -> str:
+        if type(value) is str:
+            return basestring(value)  # type: ignore[no-any-return]
+        return "".join(iterencode(value, 0))
+
+    return encode
+
+
+_dumps = _one_shot_encoder()
+
+
 class CorruptRecordError(ValueError):
     """Text from Redis that is not a valid activity record."""
 
@@ -34,8 +64,8 @@ class CorruptRecordError(ValueError):
 def encode_json(value: Any, what: str, limit: int | None = None) -> str:
     """Compact JSON for ``value``, or a ``SerializationError`` that names ``what`` failed."""
     try:
-        text = _encoder.encode(value)
-    except (TypeError, ValueError) as exc:
+        text = _dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
     # A character is at most 4 bytes in UTF-8: only long texts need the exact byte count.
     if limit is not None and len(text) * 4 > limit and len(text.encode()) > limit:
@@ -57,31 +87,38 @@ def encode_record(
     idempotency_key: str | None,
     max_payload_bytes: int,
 ) -> str:
-    """A new activity's record JSON, the same as ``ActivityRecord(...).encode()``, in one
-    encoder call; raises ``SerializationError`` for a payload that is not JSON or too big."""
-    doc = {
-        "id": activity_id,
-        "type": activity_type,
-        "priority": priority.value,
-        "max_retries": max_retries,
-        "timeout": timeout,
-        "retry_count": 0,
-        "metadata": metadata,
-        "created_at": created_at,
-        "idempotency_key": idempotency_key,
-        "last_error": None,
-        "payload": payload,
-    }
-    try:
-        text = _encoder.encode(doc)
-    except (TypeError, ValueError):
-        encode_json(payload, "payload")  # raises, naming the payload
-        encode_json(metadata, "metadata")
-        raise
-    # The limit is on the payload; only a record that could be over it pays the exact count.
-    if len(text) * 4 > max_payload_bytes:
-        encode_json(payload, "payload", max_payload_bytes)
-    return text
+    """A new activity's record JSON, the same text as ``ActivityRecord(...).encode()``;
+    raises ``SerializationError`` for a payload that is not JSON or too big.
+
+    The hot path of every enqueue: only the payload goes through the encoder, the envelope is
+    put together from pieces that are cheap to get right (the id, type and priority are
+    checked strings; ``created_at`` is a finite float, whose ``repr`` is its JSON)."""
+    payload_json = encode_json(payload, "payload")
+    if len(payload_json) * 4 > max_payload_bytes:
+        encode_json(payload, "payload", max_payload_bytes)  # raises when over the limit
+    # Ids runnerq makes are hex: letters and digits need no escaping.
+    id_json = f'"{activity_id}"' if activity_id.isalnum() else _dumps(activity_id)
+    type_json = _type_json.get(activity_type)
+    if type_json is None:
+        type_json = _dumps(activity_type)
+        if len(_type_json) < 1024:
+            _type_json[activity_type] = type_json
+    optional = ""
+    if max_retries is not None:
+        optional += f',"max_retries":{_dumps(max_retries)}'
+    if timeout is not None:
+        optional += f',"timeout":{_dumps(timeout)}'
+    if metadata:
+        optional += f',"metadata":{encode_json(metadata, "metadata")}'
+    if idempotency_key is not None:
+        optional += f',"idempotency_key":{_dumps(idempotency_key)}'
+    return (
+        f'{{"id":{id_json},"type":{type_json},"priority":"{priority.value}"{optional},'
+        f'"created_at":{float(created_at)!r},"payload":{payload_json}}}'
+    )
+
+
+_type_json: dict[str, str] = {}  # activity type -> its JSON string (types are few)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,18 +145,26 @@ class ActivityRecord:
         """The record's JSON. Pass ``payload_json`` when the payload is already encoded."""
         if payload_json is None:
             payload_json = encode_json(self.payload, "payload")
-        envelope = {
+        envelope: dict[str, Any] = {
             "id": self.id,
             "type": self.activity_type,
             "priority": self.priority.value,
-            "max_retries": self.max_retries,
-            "timeout": self.timeout,
-            "retry_count": self.retry_count,
-            "metadata": self.metadata,
-            "created_at": self.created_at,
-            "idempotency_key": self.idempotency_key,
-            "last_error": self.last_error,
         }
+        # Fields at their defaults are left out: half the bytes of a typical record, in Redis
+        # and on every claim. Readers take a missing field as its default.
+        if self.max_retries is not None:
+            envelope["max_retries"] = self.max_retries
+        if self.timeout is not None:
+            envelope["timeout"] = self.timeout
+        if self.retry_count:
+            envelope["retry_count"] = self.retry_count
+        if self.metadata:
+            envelope["metadata"] = self.metadata
+        if self.idempotency_key is not None:
+            envelope["idempotency_key"] = self.idempotency_key
+        if self.last_error is not None:
+            envelope["last_error"] = self.last_error
+        envelope["created_at"] = self.created_at
         head = encode_json(envelope, "activity metadata")
         return f'{head[:-1]},"payload":{payload_json}}}'
 
@@ -186,20 +231,25 @@ _PRIORITIES = {p.value: p for p in ActivityPriority}
 def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord | None:
     """The hot path for records runnerq wrote itself; ``None`` sends anything unusual to
     ``from_dict``, which validates field by field and says what is wrong."""
+    if type(doc) is not dict:
+        return None
+    get = doc.get
     try:
         activity_id = doc["id"]
         activity_type = doc["type"]
-        priority = _PRIORITIES[doc["priority"]]
-        max_retries = doc["max_retries"]
-        timeout = doc["timeout"]
-        retry_count = doc["retry_count"]
-        metadata = doc["metadata"]
-        created_at = doc["created_at"]
-        idem = doc["idempotency_key"]
-        last_error = doc["last_error"]
+        priority = _PRIORITIES[get("priority", "normal")]
         payload = doc["payload"]
     except (KeyError, TypeError):
         return None
+    max_retries = get("max_retries")
+    timeout = get("timeout")
+    retry_count = get("retry_count", 0)
+    metadata = get("metadata")
+    if metadata is None:
+        metadata = {}
+    created_at = get("created_at", 0.0)
+    idem = get("idempotency_key")
+    last_error = get("last_error")
     if (
         type(activity_id) is not str
         or not activity_id

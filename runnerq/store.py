@@ -33,6 +33,10 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
+# The "rank:delay:due_at" head of an enqueue argument for an activity ready at once.
+_READY_NOW = {p: f"{p.rank}:0:0" for p in ActivityPriority}
+
+
 @dataclass(slots=True)
 class EnqueueItem:
     """One activity to enqueue: its id, encoded record and when it becomes ready."""
@@ -83,6 +87,44 @@ class QueueStore:
 
     async def enqueue(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
         """Add activities in one script call; returns (id standing for it, created) each."""
+        call = self.enqueue_call(items)
+        return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
+
+    async def enqueue_batches(
+        self, batches: Sequence[Sequence[EnqueueItem]]
+    ) -> list[list[tuple[str, bool]]]:
+        """``enqueue`` for several batches, applied in order: one pipeline (Redis runs the
+        first while the rest are still on their way); one call after the other on Cluster,
+        where redis-py sends no scripts in pipelines."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if self.is_cluster or pool is None or len(batches) == 1:
+            return [await self.enqueue(batch) for batch in batches]
+        try:
+            replies = await self._stream(pool, batches)
+        except NoScriptError:  # Redis lost its scripts (restart): none of the calls ran
+            await self.load_scripts()
+            replies = await self._stream(pool, batches)
+        return [self.parse_enqueue(b, r) for b, r in zip(batches, replies, strict=True)]
+
+    async def _stream(self, pool: Any, batches: Sequence[Sequence[EnqueueItem]]) -> list[Any]:
+        """Write each batch's call as soon as it is packed, then read the replies: Redis runs
+        one batch while the next is packed (a pipeline packs them all before writing)."""
+        conn = await pool.get_connection()
+        try:
+            for batch in batches:
+                call = self.enqueue_call(batch)
+                packed = conn.pack_command(
+                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                )
+                await conn.send_packed_command(packed, check_health=False)
+            return [await conn.read_response() for _ in batches]
+        except BaseException:
+            await conn.disconnect()  # replies may still be on their way: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+
+    def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
         k = self.keys
         keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
         args: list[Any] = [NOTIFY_CAP, _ms(self.settings.idempotency_ttl)]
@@ -91,11 +133,16 @@ class QueueStore:
             if item.idempotency_key is not None:
                 keys.append(k.idempotency(item.idempotency_key))
                 idem_index = len(keys)
-            due_at = _ms(item.due_at) if item.due_at is not None else 0
-            args.append(
-                f"{item.priority.rank}:{_ms(item.delay)}:{due_at}:{idem_index}|{item.id}|{item.record_json}"
-            )
-        raw = await self.scripts.enqueue(keys=keys, args=args)
+            if item.due_at is None and not item.delay:
+                head = _READY_NOW[item.priority]
+            else:
+                due_at = _ms(item.due_at) if item.due_at is not None else 0
+                head = f"{item.priority.rank}:{_ms(item.delay)}:{due_at}"
+            args.append(f"{head}:{idem_index}|{item.id}|{item.record_json}")
+        return ScriptCall(self.scripts.enqueue, keys, args)
+
+    @staticmethod
+    def parse_enqueue(items: Sequence[EnqueueItem], raw: Any) -> list[tuple[str, bool]]:
         out = [(item.id, True) for item in items]
         for i in range(1, len(raw), 2):
             out[int(raw[i]) - 1] = (str(raw[i + 1]), False)

@@ -28,14 +28,24 @@ local woke_ready, woke_scheduled, created = 0, 0, 0
 local position = 0
 local next_seq = tonumber(redis.call('GET', seq) or '0')
 local first_seq = next_seq
+-- Records and ready entries go to Redis in few calls (a call per activity costs more than
+-- the work): flushed every FLUSH_AT arguments, well within Lua's unpack limit.
+local FLUSH_AT = 2000
+local job_args, ready_args = {}, {}
+local function flush()
+  if #job_args > 0 then
+    redis.call('HSET', jobs, unpack(job_args))
+    job_args = {}
+  end
+  if #ready_args > 0 then
+    redis.call('ZADD', ready, unpack(ready_args))
+    ready_args = {}
+  end
+end
 
 for i = 3, #ARGV do
   position = position + 1
-  local packed = ARGV[i]
-  local bar1 = string.find(packed, '|', 1, true)
-  local bar2 = string.find(packed, '|', bar1 + 1, true)
-  local id, record = string.sub(packed, bar1 + 1, bar2 - 1), string.sub(packed, bar2 + 1)
-  local r, d, a, x = string.match(string.sub(packed, 1, bar1 - 1), '^(%d+):(%d+):(%d+):(%d+)$')
+  local r, d, a, x, id, record = string.match(ARGV[i], '^(%d+):(%d+):(%d+):(%d+)|([^|]+)|(.*)$')
   local rank, delay, due_at, idem_index = tonumber(r), tonumber(d), tonumber(a), tonumber(x)
   local existing = false
   if idem_index > 0 then
@@ -48,7 +58,8 @@ for i = 3, #ARGV do
     out[#out + 1] = position
     out[#out + 1] = existing
   else
-    redis.call('HSET', jobs, id, record)
+    job_args[#job_args + 1] = id
+    job_args[#job_args + 1] = record
     local due = due_at
     if due == 0 then
       due = now + delay
@@ -58,12 +69,17 @@ for i = 3, #ARGV do
       woke_scheduled = 1
     else
       next_seq = next_seq + 1
-      redis.call('ZADD', ready, ready_score(rank, next_seq), id)
+      ready_args[#ready_args + 1] = ready_score(rank, next_seq)
+      ready_args[#ready_args + 1] = id
       woke_ready = woke_ready + 1
     end
     created = created + 1
+    if #job_args >= FLUSH_AT then
+      flush()
+    end
   end
 end
+flush()
 out[1] = created
 if next_seq ~= first_seq then
   redis.call('SET', seq, next_seq)

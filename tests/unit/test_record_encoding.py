@@ -1,0 +1,98 @@
+"""``encode_record`` (the enqueue hot path, which builds the envelope by hand) writes the same
+text as ``ActivityRecord.encode`` and refuses what the encoder refuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runnerq import SerializationError
+from runnerq.priority import ActivityPriority
+from runnerq.record import ActivityRecord, _dumps, _encoder, encode_record
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    activity_id=st.text(min_size=1, max_size=40),
+    activity_type=st.text(min_size=1, max_size=20),
+    payload=_json,
+    priority=st.sampled_from(list(ActivityPriority)),
+    max_retries=st.none() | st.integers(min_value=0, max_value=10**6),
+    timeout=st.none() | st.floats(min_value=0.001, max_value=1e9),
+    metadata=st.dictionaries(st.text(max_size=5), _json, max_size=3),
+    created_at=st.floats(min_value=0, max_value=4e9),
+    idempotency_key=st.none() | st.text(max_size=20),
+)
+def test_same_text_as_the_record_encoder(
+    activity_id: str,
+    activity_type: str,
+    payload: Any,
+    priority: ActivityPriority,
+    max_retries: int | None,
+    timeout: float | None,
+    metadata: dict[str, Any],
+    created_at: float,
+    idempotency_key: str | None,
+) -> None:
+    fast = encode_record(
+        activity_id,
+        activity_type,
+        payload,
+        priority,
+        max_retries,
+        timeout,
+        metadata,
+        created_at,
+        idempotency_key,
+        1 << 30,
+    )
+    record = ActivityRecord(
+        id=activity_id,
+        activity_type=activity_type,
+        payload=payload,
+        priority=priority,
+        max_retries=max_retries,
+        timeout=timeout,
+        metadata=metadata,
+        created_at=created_at,
+        idempotency_key=idempotency_key,
+    )
+    assert fast == record.encode()
+    assert ActivityRecord.decode(fast) == record
+    json.loads(fast)
+
+
+@pytest.mark.parametrize(
+    ("payload", "metadata", "message"),
+    [
+        ({1, 2}, {}, "payload is not JSON-serializable"),
+        (float("nan"), {}, "payload is not JSON-serializable"),
+        ("x", {"k": object()}, "metadata is not JSON-serializable"),
+        ("x" * 2000, {}, "over the limit of 1000 bytes"),
+    ],
+)
+def test_refuses_what_cannot_be_stored(
+    payload: Any, metadata: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SerializationError, match=message):
+        encode_record(
+            "id", "t", payload, ActivityPriority.NORMAL, None, None, metadata, 1.0, None, 1000
+        )
+
+
+@given(_json)
+def test_the_one_shot_encoder_writes_what_the_json_module_writes(value: Any) -> None:
+    assert _dumps(value) == _encoder.encode(value)
