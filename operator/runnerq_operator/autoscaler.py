@@ -3,6 +3,11 @@ interval (so queues with equal intervals fall due together); the queues due at t
 moment are read together, one pipelined round trip per Redis server, then each queue's
 replicas are decided (``scaling``), applied and reported.
 
+Only the queues this operator serves are polled (``QueueRegistry.served``): with kopf
+peering, none while kopf pauses the operator. Every write checks that under the queue's
+lock, which ``Reconciler.release`` takes before it returns, so a released queue is written
+no more.
+
 Redis unreachable: the replicas stay as they are, ``RedisReachable`` turns False with the
 error, a Warning Event is posted once per outage, and the queue is polled again with an
 exponential backoff (up to ``max_backoff``).
@@ -69,17 +74,18 @@ class Autoscaler:
         """Poll until cancelled."""
         while True:
             now = self.clock()
-            due = [s for s in self.registry if s.next_poll <= now + self.config.coalesce]
+            served = self.registry.served()
+            due = [s for s in served if s.next_poll <= now + self.config.coalesce]
             if due:
                 started = time.perf_counter()
                 await self.poll(due)
                 self.metrics.poll_seconds.observe(time.perf_counter() - started)
                 await self.pools.discard(self.registry.targets())
-            self.metrics.queues.set(len(self.registry))
+            self.metrics.queues.set(len(self.registry.served()))
             await self._sleep_until_next()
 
     async def _sleep_until_next(self) -> None:
-        upcoming = [s.next_poll for s in self.registry]
+        upcoming = [s.next_poll for s in self.registry.served()]
         delay = max(0.0, min(upcoming) - self.clock()) if upcoming else 3600.0
         self.registry.changed.clear()
         with contextlib.suppress(TimeoutError):
@@ -135,6 +141,8 @@ class Autoscaler:
 
     async def _unreachable(self, state: QueueState, error: str) -> None:
         async with state.lock:
+            if not self.registry.serves(state.key):
+                return
             state.failures += 1
             delay = backoff_delay(
                 state.spec.scaling.poll_interval, state.failures, self.config.max_backoff
@@ -155,6 +163,8 @@ class Autoscaler:
 
     async def _scale(self, state: QueueState, depth: Depth) -> None:
         async with state.lock:
+            if not self.registry.serves(state.key):
+                return
             spec = state.spec
             now = self.clock()
             state.next_poll = next_tick(now + self.config.coalesce, spec.scaling.poll_interval)

@@ -13,10 +13,14 @@ from typing import Any
 import kopf
 
 from .naming import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .peering import configure_peering
 from .runtime import OperatorRuntime
 from .settings import OperatorConfig
 
-__all__ = ["cleanup", "configure", "forget", "liveness", "purge", "reconcile"]
+__all__ = ["cleanup", "configure", "forget", "liveness", "purge", "reconcile", "serve"]
+
+#: Seconds before a failed take is tried again, when the error does not say.
+_TAKE_RETRY_DELAY = 10.0
 
 
 @kopf.on.startup()
@@ -36,13 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    if config.peering:
-        settings.peering.name = config.peering
-        settings.peering.standalone = False
-        settings.peering.mandatory = True
-    else:
-        settings.peering.standalone = True
-    runtime = OperatorRuntime(config)
+    runtime = OperatorRuntime(config, peered=configure_peering(settings, config))
     await runtime.start()
     memo.runtime = runtime
 
@@ -59,7 +57,7 @@ def liveness(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     runtime: OperatorRuntime = memo.runtime
     if not runtime.healthy:
         raise RuntimeError("the autoscaler is not running")
-    return {"queues": len(runtime.registry)}
+    return {"queues": len(runtime.registry), "served": len(runtime.registry.served())}
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -88,3 +86,36 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ``optional``: no finalizer for this; kopf calls it when it sees the deletion."""
     runtime: OperatorRuntime = memo.runtime
     runtime.reconciler.forget(body)
+
+
+def _peered(memo: kopf.Memo, **_: Any) -> bool:
+    runtime: OperatorRuntime = memo.runtime
+    return runtime.registry.gated
+
+
+@kopf.daemon(
+    GROUP, VERSION, PLURAL, when=_peered, cancellation_backoff=30.0, cancellation_timeout=10.0
+)
+async def serve(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """With peering only: the autoscaler serves the queue while kopf runs this daemon. kopf
+    stops it when it pauses this operator (a peer of a higher priority runs), when the queue
+    is deleted and when the operator exits, and starts it again when it resumes.
+
+    Like every daemon it makes kopf put its finalizer on the queue. A take that fails for a
+    while (the queue is served meanwhile with what it registered) is retried here, so that
+    kopf's stop always ends in ``release``."""
+    runtime: OperatorRuntime = memo.runtime
+    try:
+        while not stopped:
+            try:
+                await runtime.reconciler.take(body, logger)
+                break
+            except kopf.TemporaryError as exc:
+                delay = exc.delay or _TAKE_RETRY_DELAY
+                logger.warning("cannot reconcile the queue: %s; again in %gs", exc, delay)
+                await stopped.wait(delay)
+        await stopped.wait()
+    finally:
+        await runtime.reconciler.release(body)

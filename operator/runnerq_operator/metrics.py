@@ -73,7 +73,9 @@ class OperatorMetrics:
             registry=r,
         )
         self.queues = Gauge(
-            "runnerq_operator_queues", "ActivityQueues the operator polls.", registry=r
+            "runnerq_operator_queues",
+            "ActivityQueues the operator polls (with peering: none while kopf pauses it).",
+            registry=r,
         )
 
     def forget(self, namespace: str, name: str, queue: str) -> None:

@@ -4,6 +4,11 @@ Reconcile: parse the spec (an invalid one gets a condition, an Event and a Perma
 and its Deployment is left alone), read the Secrets it names, apply the ConfigMap and the
 Deployment (keeping the replicas the autoscaler set), write the queue configuration to
 Redis, register the queue with the autoscaler, and report in the status.
+
+Take and release (kopf peering only): the autoscaler serves a queue while kopf runs the
+queue's daemon; kopf stops it when it pauses this operator. A queue taken again after a
+pause is reconciled first, with its body as it is now: kopf calls no resume handler after a
+pause, and a peer may have handled a change of the spec meanwhile.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from .kube import ApiError, KubeApi
 from .metrics import OperatorMetrics
 from .redis_queues import RedisPools, purge_queue
 from .redis_target import RedisTarget, operator_target
-from .registry import QueueRegistry, QueueState, backoff_delay, object_ref
+from .registry import QueueKey, QueueRegistry, QueueState, backoff_delay, object_ref
 from .spec import QueueSpec, RedisSpec, SpecError, parse_spec
 
 __all__ = ["Reconciler", "initial_replicas"]
@@ -234,11 +239,40 @@ class Reconciler:
             await self.pools.discard(self.registry.targets())
         logger.info("purged %d keys of queue %s", deleted, spec.queue)
 
+    async def take(self, body: Mapping[str, Any], logger: Logger) -> None:
+        """Serve the queue (after reconciling it, when it was released while registered).
+
+        A temporary failure still serves what the reconcile registered (the new spec, or
+        nothing when it dropped the queue), and raises: the caller tries again."""
+        key = _key(body)
+        if self.registry.stale(key):
+            try:
+                await self.reconcile(body, logger)
+            except kopf.PermanentError as exc:  # reported in its conditions and an Event
+                logger.warning("queue not served until its spec changes: %s", exc)
+            except kopf.TemporaryError:
+                self.registry.take(key, fresh=False)
+                raise
+        self.registry.take(key, fresh=True)
+
+    async def release(self, body: Mapping[str, Any]) -> None:
+        """Serve the queue no more; returns when no write for it is in flight."""
+        state = self.registry.release(_key(body))
+        if state is None:
+            return
+        async with state.lock:
+            state.stabilizer = None  # its history ends here: a peer scales meanwhile
+        self.metrics.forget(state.namespace, state.name, state.spec.queue)
+
     def forget(self, body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        state = self.registry.remove((meta["namespace"], meta["name"]))
+        state = self.registry.remove(_key(body))
         if state is not None:
             self.metrics.forget(state.namespace, state.name, state.spec.queue)
+
+
+def _key(body: Mapping[str, Any]) -> QueueKey:
+    meta = body["metadata"]
+    return (meta["namespace"], meta["name"])
 
 
 def _scaling_condition(spec: QueueSpec) -> Condition:

@@ -1,8 +1,13 @@
 """What the operator knows about each ActivityQueue between handler calls and polls.
 
-The kopf handlers register and drop queues; the autoscaler polls the registered ones.
-Each queue's ``lock`` serializes everything that writes its Deployment or status, so the
-reconciler and the autoscaler never race: one writer of ``spec.replicas``.
+The kopf handlers register and drop queues; the autoscaler polls the registered ones that
+this operator *serves*. Each queue's ``lock`` serializes everything that writes its
+Deployment or status, so the reconciler and the autoscaler never race: one writer of
+``spec.replicas``.
+
+Standalone, the operator serves every registered queue. With kopf peering (``gated``) it
+serves a queue only between ``take`` and ``release``: while kopf runs the queue's daemon,
+which kopf stops whenever it pauses this operator in favour of a peer of a higher priority.
 """
 
 from __future__ import annotations
@@ -74,8 +79,14 @@ class QueueState:
 
 
 class QueueRegistry:
-    def __init__(self) -> None:
+    def __init__(self, *, gated: bool = False) -> None:
         self._queues: dict[QueueKey, QueueState] = {}
+        #: Peering: queues are served only between take() and release().
+        self.gated = gated
+        self._served: set[QueueKey] = set()
+        #: Queues released while registered: their spec may have changed since (a peer
+        #: handled the change), so they are reconciled again before they are served.
+        self._stale: set[QueueKey] = set()
         self.changed = asyncio.Event()
 
     def __len__(self) -> int:
@@ -115,6 +126,38 @@ class QueueRegistry:
 
     def remove(self, key: QueueKey) -> QueueState | None:
         state = self._queues.pop(key, None)
+        self._stale.discard(key)
+        self.changed.set()
+        return state
+
+    def serves(self, key: QueueKey) -> bool:
+        """Whether this operator may poll and write the queue now."""
+        return not self.gated or key in self._served
+
+    def served(self) -> list[QueueState]:
+        """The registered queues this operator serves: the ones the autoscaler polls."""
+        return [s for s in self._queues.values() if self.serves(s.key)]
+
+    def stale(self, key: QueueKey) -> bool:
+        """Released while registered, and not reconciled since."""
+        return key in self._stale
+
+    def take(self, key: QueueKey, *, fresh: bool) -> None:
+        """Serve the queue from now on; ``fresh``: its registration is up to date again."""
+        self._served.add(key)
+        if fresh:
+            self._stale.discard(key)
+        state = self._queues.get(key)
+        if state is not None:
+            state.next_poll = 0.0
+        self.changed.set()
+
+    def release(self, key: QueueKey) -> QueueState | None:
+        """Serve the queue no more. The caller waits for its lock: a write in flight ends."""
+        self._served.discard(key)
+        state = self._queues.get(key)
+        if state is not None:
+            self._stale.add(key)
         self.changed.set()
         return state
 

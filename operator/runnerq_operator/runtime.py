@@ -26,12 +26,17 @@ _RESTART_DELAY = 1.0
 
 
 class OperatorRuntime:
-    def __init__(self, config: OperatorConfig, api: KubeApi | None = None) -> None:
+    """``peered``: kopf peers and may pause the operator; then the autoscaler serves only the
+    queues whose ``serve`` daemon kopf runs (``Reconciler.take``/``release``)."""
+
+    def __init__(
+        self, config: OperatorConfig, api: KubeApi | None = None, *, peered: bool = False
+    ) -> None:
         self.config = config
         self.api = api or KubeApi()
         self.pools = RedisPools()
         self.metrics = OperatorMetrics()
-        self.registry = QueueRegistry()
+        self.registry = QueueRegistry(gated=peered)
         self.writer = QueueWriter(self.api, self.pools, self.metrics, config)
         self.reconciler = Reconciler(self.registry, self.writer, self.api, self.pools, self.metrics)
         self.autoscaler = Autoscaler(self.registry, self.writer, self.pools, self.metrics, config)

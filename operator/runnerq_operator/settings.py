@@ -32,6 +32,9 @@ class OperatorConfig:
     coalesce: float = 0.25
     #: kopf peering name; None runs standalone (one replica, Deployment strategy Recreate).
     peering: str | None = None
+    #: kopf peering priority: of the live operators of one peering the highest one works, the
+    #: others pause. None keeps kopf's (0, or ``kopf run --priority``).
+    priority: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -43,6 +46,7 @@ class OperatorConfig:
             "MAX_BACKOFF",
             "COALESCE",
             "PEERING",
+            "PRIORITY",
         }
         ours = {k.removeprefix(PREFIX): v for k, v in env.items() if k.startswith(PREFIX)}
         unknown = sorted(set(ours) - known)
@@ -53,6 +57,7 @@ class OperatorConfig:
             )
         port_text = ours.get("METRICS_PORT", "9090").strip().lower()
         port = None if port_text in ("off", "") else _number(PREFIX + "METRICS_PORT", port_text)
+        priority = ours.get("PRIORITY", "").strip()
         return cls(
             metrics_host=ours.get("METRICS_HOST", "0.0.0.0"),
             metrics_port=None if port is None else int(port),
@@ -63,7 +68,15 @@ class OperatorConfig:
             max_backoff=_number(PREFIX + "MAX_BACKOFF", ours.get("MAX_BACKOFF", "60")),
             coalesce=_number(PREFIX + "COALESCE", ours.get("COALESCE", "0.25")),
             peering=ours.get("PEERING") or None,
+            priority=_integer(PREFIX + "PRIORITY", priority) if priority else None,
         )
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {text!r}") from None
 
 
 def _number(name: str, text: str) -> float:

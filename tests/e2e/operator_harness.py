@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from .waiting import wait_for
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "operator" / "crd" / "activityqueues.runnerq.io.yaml"
 RBAC_FILE = REPO_ROOT / "operator" / "rbac" / "clusterrole.yaml"
+PEERING_CRD_FILE = REPO_ROOT / "operator" / "crd" / "kopf-peering.yaml"
+PEERING_RBAC_FILE = REPO_ROOT / "operator" / "rbac" / "peering-clusterrole.yaml"
 NOOP_APP = "tests.e2e.apps.noop_app:engine"
 RUNNERQ = Path(sys.executable).parent / "runnerq"
 
@@ -38,6 +42,18 @@ def install_crd(plane: ControlPlane) -> None:
     wait_for(
         lambda: plane.kubectl("get", "activityqueues", "-A", check=False).returncode == 0,
         what="ActivityQueues listable",
+    )
+
+
+def install_peering_crds(plane: ControlPlane) -> None:
+    plane.kubectl(
+        "apply", "--server-side", "--field-manager=runnerq-e2e", "-f", str(PEERING_CRD_FILE)
+    )
+    for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    wait_for(
+        lambda: plane.kubectl("get", "kopfpeerings", "-A", check=False).returncode == 0,
+        what="KopfPeerings listable",
     )
 
 
@@ -64,12 +80,20 @@ def activity_queue(
 
 
 class OperatorProcess:
-    """``python -m runnerq_operator --namespace NS`` with its own kubeconfig and ports."""
+    """``python -m runnerq_operator --namespace NS`` with its own kubeconfig and ports;
+    ``env`` adds (``RUNNERQ_OPERATOR_*``) variables."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.env = dict(env or {})
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -81,6 +105,7 @@ class OperatorProcess:
             "RUNNERQ_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "RUNNERQ_OPERATOR_METRICS_HOST": "127.0.0.1",
             "RUNNERQ_OPERATOR_STATUS_INTERVAL": "0",
+            **self.env,
         }
         command = [
             sys.executable, "-m", "runnerq_operator",
@@ -114,6 +139,11 @@ class OperatorProcess:
         status, text = self._get(self.metrics_port, "/metrics")
         assert status == 200, status
         return text
+
+    def metric(self, sample: str) -> float:
+        """One sample of /metrics, e.g. ``runnerq_operator_queue_polls_total``; 0 when absent
+        (a labelled counter appears with its first increment)."""
+        return metric_value(self.metrics(), sample)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -223,6 +253,12 @@ def holds_for(probe: Any, seconds: float, what: str) -> None:
         value = probe()
         assert value, f"{what} stopped holding (last: {value!r})"
         time.sleep(0.2)
+
+
+def metric_value(exposition: str, sample: str) -> float:
+    """The value of ``sample`` (name and labels exactly as exposed) in Prometheus text."""
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", exposition, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 def log_tail(text: str, lines: int = 60) -> str:
