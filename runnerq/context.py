@@ -51,7 +51,7 @@ class CancelToken:
         return self._waitable().wait().__await__()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every activity, and frozen costs double
 class ActivityContext:
     """The running activity's identity and options, and a way to enqueue more activities."""
 

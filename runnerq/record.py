@@ -1,7 +1,9 @@
 """The stored activity record and the documents kept beside it, and their JSON form.
 
 An ``ActivityRecord`` is what Redis holds for an activity that has not finished. It is a
-plain frozen value with no I/O (the live handle is ``ActivityFuture``). Everything stored is
+plain value with no I/O (the live handle is ``ActivityFuture``); treat it as immutable
+(``retried`` makes a changed copy). It is not frozen: a frozen dataclass costs a second
+per-field ``object.__setattr__`` on the path of every activity a worker runs. Everything stored is
 JSON: never pickle, since whoever can write to Redis could then run code in every worker.
 """
 
@@ -121,7 +123,7 @@ def encode_record(
 _type_json: dict[str, str] = {}  # activity type -> its JSON string (types are few)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ActivityRecord:
     """One activity as stored in Redis while it is pending, scheduled, running or retrying.
 

@@ -37,6 +37,7 @@ from .client import ActivityClient
 from .config import WorkerSettings
 from .connection import REDIS_ERRORS, drop_connections
 from .context import ActivityContext, CancelToken
+from .deadlines import Deadlines
 from .errors import NonRetryableError, SerializationError
 from .handler import HandlerRegistry
 from .metrics import (
@@ -84,7 +85,7 @@ class _Running:
     stop_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Ack:
     kind: str  # "complete" | "retry" | "dead"
     activity_id: str
@@ -163,6 +164,7 @@ class Worker:
         self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._deadlines = Deadlines(self._timed_out)
         self.stall_guard = self._new_stall_guard()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -236,6 +238,7 @@ class Worker:
             loop_task.cancel()
         if loops:
             await asyncio.wait(loops, timeout=_BLOCK_SECONDS + 3)
+        self._deadlines.close()
         if self.stall_guard is not None:
             await self.stall_guard.stop()
 
@@ -429,6 +432,15 @@ class Worker:
                     closing.add_done_callback(self._closing.discard)
                     await asyncio.shield(closing)  # stop() waits for it
 
+    def _timed_out(self, activity_id: str) -> None:
+        """The activity ran past its timeout: stop its handler (the lease stays held: the
+        timeout is acknowledged as a failure)."""
+        entry = self.running.get(activity_id)
+        if entry is not None and entry.stop_reason is None:
+            entry.stop_reason = "timeout"
+            entry.cancel_token.cancel("timeout")
+            entry.task.cancel()
+
     def _stop_activity(self, activity_id: str, reason: str) -> None:
         entry = self.running.get(activity_id)
         if entry is not None and entry.stop_reason is None:
@@ -619,12 +631,18 @@ class Worker:
     ) -> None:
         activity_id = record.id
         started = time.perf_counter()
+        slot = self._deadlines.add(activity_id, timeout)
         try:
-            async with asyncio.timeout(timeout) as deadline:
-                result = await handler(record.payload, ctx)
+            result = await handler(record.payload, ctx)
         except asyncio.CancelledError as exc:
             entry = self.running.get(activity_id)
             reason = entry.stop_reason if entry is not None else None
+            if reason == "timeout":
+                self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+                self.metrics.inc_counter(ACTIVITY_TIMEOUT)
+                error = f"timed out after {timeout:g}s"
+                self._failed(record, token, error, True, max_retries, "timeout")
+                return
             if reason is not None:
                 if reason == "cancelled":
                     self.metrics.inc_counter(ACTIVITY_CANCELLED)
@@ -634,16 +652,6 @@ class Worker:
                 raise  # cancelled from outside this worker's own bookkeeping
             # The handler raised CancelledError itself: a failure like any other.
             self._handler_failed(record, token, exc, max_retries, started)
-            return
-        except TimeoutError as exc:
-            self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
-            if deadline.expired():
-                self.metrics.inc_counter(ACTIVITY_TIMEOUT)
-                self._failed(
-                    record, token, f"timed out after {timeout:g}s", True, max_retries, "timeout"
-                )
-            else:
-                self._failed(record, token, _describe(exc), True, max_retries, "failed")
             return
         except NonRetryableError as exc:
             self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
@@ -656,6 +664,8 @@ class Worker:
             # what one handler raises (signals reach the engine through its own handlers).
             self._handler_failed(record, token, exc, max_retries, started)
             return
+        finally:
+            self._deadlines.discard(activity_id, slot)
         self.metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
         try:
             result_json = encode_json(result, "the handler's result")

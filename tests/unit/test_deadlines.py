@@ -1,0 +1,45 @@
+"""Activity timeouts on shared timers (runnerq.deadlines): each fires once, within one slot
+after its deadline, never when disarmed in time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runnerq.deadlines import Deadlines
+
+RES = 0.02
+
+
+async def test_expiry_and_disarming() -> None:
+    loop = asyncio.get_running_loop()
+    fired: dict[str, float] = {}
+    deadlines = Deadlines(lambda key: fired.setdefault(key, loop.time()), resolution=RES)
+    start = loop.time()
+    slots = {key: deadlines.add(key, 0.05) for key in ("a", "b", "c")}
+    deadlines.add("late", 0.15)
+    deadlines.discard("b", slots["b"])
+    assert len(deadlines) == 3
+    while len(fired) < 3:
+        await asyncio.sleep(0.01)
+    assert sorted(fired) == ["a", "c", "late"]
+    for key, seconds in (("a", 0.05), ("c", 0.05), ("late", 0.15)):
+        assert fired[key] >= start + seconds  # never early
+    assert len(deadlines) == 0
+
+
+async def test_activities_share_a_timer_per_slot() -> None:
+    deadlines = Deadlines(lambda key: None, resolution=10.0)
+    for i in range(1000):
+        deadlines.add(str(i), 300.0)
+    assert len(deadlines._timers) <= 2  # the deadlines span at most two slots
+    deadlines.close()
+    assert len(deadlines) == 0 and not deadlines._timers
+
+
+async def test_close_cancels_the_timers() -> None:
+    fired: list[str] = []
+    deadlines = Deadlines(fired.append, resolution=RES)
+    deadlines.add("x", 0.01)
+    deadlines.close()
+    await asyncio.sleep(0.05)
+    assert fired == []
