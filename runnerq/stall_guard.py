@@ -16,8 +16,9 @@ so that other workers take the activities over.
 
 The thread never touches the worker's state: it reads a snapshot of the held leases (a copy of
 a dict of strings, atomic under the GIL) and hands what it learnt back to the event loop with
-``call_soon_threadsafe``, which runs it as soon as the loop is free again, before anything the
-blocking handler's end sets off.
+``call_soon_threadsafe``, which runs it once the loop is free again, after whatever was
+already due then; so it also keeps ``renewed_at`` and ``lost`` for the worker to read
+directly.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class StallGuard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.renewals = 0  # renewals sent during stalls (for tests and diagnostics)
+        # Also readable before the loop runs ``on_renewed``: the local time of the last
+        # renewal, and the ids it found lost (whoever starts a prefetched activity right
+        # after a stall checks these; a float store and set updates are atomic in CPython).
+        self.renewed_at = 0.0
+        self.lost: set[str] = set()
 
     def start(self) -> None:
         """Start ticking on the running event loop, and the guard thread."""
@@ -202,6 +208,8 @@ class StallGuard:
             log.warning("stall guard could not renew leases (%s: %s)", type(exc).__name__, exc)
             return False
         self.renewals += 1
+        self.lost.update(lost)
+        self.renewed_at = sent_at
         self._call_loop(self._on_renewed, sent_at, lost)
         return True
 

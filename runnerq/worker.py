@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ _MAX_BACKOFF = 5.0
 # Short, so a quiet BLPOP never meets a configured socket_timeout (RedisConfig) of 2 s or more,
 # and a stopping worker's listener ends soon even if its cancellation was swallowed.
 _BLOCK_SECONDS = 2
+_NOTHING_LOST: AbstractSet[str] = frozenset()
 
 
 def new_worker_id() -> str:
@@ -79,10 +80,21 @@ def new_worker_id() -> str:
 
 @dataclass(slots=True)
 class _Running:
-    task: asyncio.Task[None]
+    """An activity a slot task is running."""
+
+    task: asyncio.Task[None]  # the slot's
     token: str
     cancel_token: CancelToken
-    stop_reason: str | None = None
+    stop_reason: str | None = None  # why this worker stopped it, if it did
+    cancels: int = 0  # cancellations of the slot task made for this activity
+
+    def stop(self, reason: str) -> None:
+        """Stop the handler: the first reason is the one that counts."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.cancel_token.cancel(reason)
+        self.cancels += 1
+        self.task.cancel()
 
 
 @dataclass(slots=True)
@@ -160,6 +172,12 @@ class Worker:
         self._acks_closed = False
         self._acks_sending = 0  # batches on their way to Redis (acker or dispatcher)
         self._tasks: list[asyncio.Task[None]] = []
+        # max_workers long-lived slot tasks run the activities one after the other (a task
+        # per activity costs more than running a short activity); idle ones wait here.
+        self._slots: list[asyncio.Task[None]] = []
+        self._idle_slots: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._all_idle = asyncio.Event()
+        self._all_idle.set()
         self._closing: set[asyncio.Future[None]] = set()  # subscriptions being closed
         self._dispatch_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
@@ -181,6 +199,10 @@ class Worker:
         self._ack_task = spawn(self._ack_loop(), name="runnerq-acker")
         self._heartbeat_task = spawn(self._heartbeat_loop(), name="runnerq-heartbeat")
         self._dispatch_task = spawn(self._dispatch_loop(), name="runnerq-dispatch")
+        self._slots = [
+            spawn(self._slot_loop(), name=f"runnerq-slot-{i}")
+            for i in range(self.settings.max_workers)
+        ]
         self._tasks = [
             spawn(self._wake_loop(), name="runnerq-wake"),
             spawn(self._schedule_loop(), name="runnerq-scheduler"),
@@ -217,18 +239,19 @@ class Worker:
         await asyncio.wait(self._tasks, timeout=_BLOCK_SECONDS + 3)
         if self._closing:
             await asyncio.wait(self._closing, timeout=5)
-        tasks = [r.task for r in self.running.values()]
-        if tasks:
-            log.info("waiting up to %.1fs for %d running activities", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
+        if self.running:
+            log.info("waiting up to %.1fs for %d running activities", grace, len(self.running))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._all_idle.wait()
         self._buffer.clear()  # never started: their leases are handed back below
         for entry in list(self.running.values()):
-            entry.stop_reason = "shutdown"
-            entry.cancel_token.cancel("shutdown")
-            entry.task.cancel()
-        leftovers = [r.task for r in self.running.values()]
-        if leftovers:
-            await asyncio.wait(leftovers)
+            entry.stop("shutdown")
+        await self._all_idle.wait()
+        for slot in self._slots:
+            slot.cancel()
+        if self._slots:
+            await asyncio.wait(self._slots)
         await self._drain_acks()
         await self._release_held()
         self._acks_closed = True
@@ -372,21 +395,65 @@ class Worker:
         return self.store.parse_claim(replies[-1:])
 
     def _start_buffered(self) -> None:
-        """Start buffered activities while slots are free."""
+        """Wake as many idle slots as there are buffered activities."""
+        n = len(self._buffer)
+        idle = self._idle_slots
+        while n and idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
+
+    def _next_buffered(self) -> tuple[str, str, str, float] | None:
+        """The next buffered activity whose lease is still good, or None."""
         buffer = self._buffer
         # A buffered lease older than this may have expired unseen (the event loop was blocked
         # and no heartbeat ran): it is not started; the reaper hands it out again.
         stale = time.monotonic() - 0.8 * self.settings.lease_duration
-        while buffer and len(self.running) < self.settings.max_workers and not self._stopping:
+        renewed_at: float = self._renewed_at
+        lost: AbstractSet[str] = _NOTHING_LOST
+        if self.stall_guard is not None:
+            renewed_at = max(renewed_at, self.stall_guard.renewed_at)
+            lost = self.stall_guard.lost
+        while buffer and not self._stopping:
             activity_id, raw, token, claimed_at, claimed_locally = buffer.popleft()
-            if self.held.get(activity_id) != token:
+            if self.held.get(activity_id) != token or activity_id in lost:
                 self._poisoned.pop(activity_id, None)
                 continue  # cancelled or lease lost while it waited in the buffer
-            if max(claimed_locally, self._renewed_at) < stale:
+            if max(claimed_locally, renewed_at) < stale:
                 self.held.pop(activity_id, None)
                 self._poisoned.pop(activity_id, None)
                 continue
-            self._start(activity_id, raw, token, claimed_at)
+            return activity_id, raw, token, claimed_at
+        return None
+
+    async def _slot_loop(self) -> None:
+        """Run buffered activities one after the other until the worker stops."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            item = self._next_buffered()
+            if item is None:
+                waiter = loop.create_future()
+                self._idle_slots.append(waiter)
+                await waiter  # a cancellation here is the worker stopping: the slot ends
+                continue
+            activity_id, raw, token, claimed_at = item
+            entry = _Running(task, token, CancelToken())
+            self.running[activity_id] = entry
+            self._all_idle.clear()
+            try:
+                await self._execute(activity_id, raw, token, claimed_at, entry.cancel_token)
+            except asyncio.CancelledError:
+                if not entry.cancels:
+                    raise  # the slot itself was cancelled: the worker is stopping
+            except Exception:
+                log.exception("unexpected error running activity %s", activity_id)
+            finally:
+                for _ in range(entry.cancels):
+                    task.uncancel()  # the cancellations were this activity's, not the slot's
+                self._finished(activity_id)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
         if self._stopping:
@@ -437,16 +504,12 @@ class Worker:
         timeout is acknowledged as a failure)."""
         entry = self.running.get(activity_id)
         if entry is not None and entry.stop_reason is None:
-            entry.stop_reason = "timeout"
-            entry.cancel_token.cancel("timeout")
-            entry.task.cancel()
+            entry.stop("timeout")
 
     def _stop_activity(self, activity_id: str, reason: str) -> None:
         entry = self.running.get(activity_id)
         if entry is not None and entry.stop_reason is None:
-            entry.stop_reason = reason
-            entry.cancel_token.cancel(reason)
-            entry.task.cancel()
+            entry.stop(reason)
         self.held.pop(activity_id, None)
 
     # -- heartbeats --------------------------------------------------------------------
@@ -524,6 +587,8 @@ class Worker:
         self._renewed_at = max(self._renewed_at, sent_at)
         for activity_id in lost:
             self._stop_activity(activity_id, "lease_lost")
+        if self.stall_guard is not None:
+            self.stall_guard.lost.difference_update(lost)
 
     def _stall_ended(self, seconds: float) -> None:
         log.warning("event loop was blocked for %.1fs", seconds)
@@ -548,16 +613,10 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------
 
-    def _start(self, activity_id: str, raw: str, token: str, claimed_at: float) -> None:
-        cancel_token = CancelToken()
-        task = asyncio.create_task(self._execute(activity_id, raw, token, claimed_at, cancel_token))
-        self.running[activity_id] = _Running(task, token, cancel_token)
-        task.add_done_callback(functools.partial(self._finished, activity_id))
-
-    def _finished(self, activity_id: str, _task: asyncio.Task[None]) -> None:
+    def _finished(self, activity_id: str) -> None:
         self.running.pop(activity_id, None)
-        if self._buffer:
-            self._start_buffered()
+        if not self.running:
+            self._all_idle.set()
         # Wake the dispatcher (and the wake-up listener) only when it has something to do:
         # room for a whole refill, room at all, or nothing left to run. A wake-up per finished
         # activity would cost a loop turn each.

@@ -13,7 +13,11 @@ RES = 0.02
 async def test_expiry_and_disarming() -> None:
     loop = asyncio.get_running_loop()
     fired: dict[str, float] = {}
-    deadlines = Deadlines(lambda key: fired.setdefault(key, loop.time()), resolution=RES)
+
+    def expire(key: str) -> None:
+        fired.setdefault(key, loop.time())
+
+    deadlines = Deadlines(expire, resolution=RES)
     start = loop.time()
     slots = {key: deadlines.add(key, 0.05) for key in ("a", "b", "c")}
     deadlines.add("late", 0.15)
