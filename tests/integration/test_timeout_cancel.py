@@ -12,6 +12,7 @@ from runnerq import (
     ActivityCancelledError,
     ActivityClient,
     ActivityContext,
+    ActivityDeadLetteredError,
     ActivityOption,
     ActivityTimedOutError,
     BackoffPolicy,
@@ -106,3 +107,59 @@ async def test_cancel_running_stops_handler(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_one_slot_runs_on_after_its_activities_were_stopped(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any
+) -> None:
+    """Activities share long-lived slot tasks: a timeout (even one the handler swallows) or a
+    cancellation of one activity must not leak into the next one the same slot runs, e.g.
+    break the asyncio.timeout a later handler uses."""
+    engine = make_engine(max_workers=1, prefetch=0)
+    started = asyncio.Event()
+
+    @engine.activity("stubborn")
+    async def stubborn(payload: Any, ctx: ActivityContext) -> Any:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "swallowed"  # defeats its own timeout: its result stands
+        return "slept"
+
+    @engine.activity("cancel_me")
+    async def cancel_me(payload: Any, ctx: ActivityContext) -> Any:
+        started.set()
+        await asyncio.sleep(30)
+
+    @engine.activity("raises_cancelled")
+    async def raises_cancelled(payload: Any, ctx: ActivityContext) -> Any:
+        raise asyncio.CancelledError  # a failure of its own, not a stop by the worker
+
+    @engine.activity("own_timeout")
+    async def own_timeout(payload: Any, ctx: ActivityContext) -> Any:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.01)
+        return ctx.cancel_token.is_cancelled()
+
+    await run_engine(engine)
+    stubborn_future = await client.execute_activity(
+        "stubborn", None, ActivityOption(timeout=0.2, max_retries=0)
+    )
+    assert await stubborn_future.get_result(timeout=10) == "swallowed"
+    assert await (await client.execute_activity("own_timeout")).get_result(timeout=10) is False
+    cancelled = await client.execute_activity("cancel_me")
+    await asyncio.wait_for(started.wait(), 10)
+    assert await client.cancel(cancelled.activity_id)
+    with pytest.raises(ActivityCancelledError):
+        await cancelled.get_result(timeout=10)
+    assert await (await client.execute_activity("own_timeout")).get_result(timeout=10) is False
+    failing = await client.execute_activity("raises_cancelled", None, ActivityOption(max_retries=0))
+    with pytest.raises(ActivityDeadLetteredError) as info:
+        await failing.get_result(timeout=10)
+    assert info.value.reason == "retries_exhausted"
+    assert await (await client.execute_activity("own_timeout")).get_result(timeout=10) is False
+    assert engine.worker is not None and len(engine.worker.running) == 0
