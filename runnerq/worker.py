@@ -317,12 +317,14 @@ class Worker:
             backoff.reset()
             if token is None:
                 continue
+            if token[1] == "s":  # the schedule changed (enqueue.lua): only the scheduler
+                self._sched_wake.set()
+                continue
             if self._room() <= 0:
                 # Full since we blocked: pass the wake-up on to another worker.
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await self.store.redis.lpush(notify, "1")
+                    await self.store.redis.lpush(notify, token[1])
             self._wake.set()
-            self._sched_wake.set()
 
     async def _dispatch_loop(self) -> None:
         backoff = _Backoff(self._stop_event)
@@ -378,8 +380,9 @@ class Worker:
         (the acker sends them on its own when the dispatcher is idle)."""
         batch, self._acks = self._acks, []
         claim_call = self.store.claim_call(want, self.settings.lease_duration, self.worker_id)
-        if not batch:
-            return self.store.parse_claim(await self.store.run_calls([claim_call]))
+        if not batch:  # one script call: no pipeline (cheaper, and what an idle worker does)
+            reply = await claim_call.script(keys=claim_call.keys, args=claim_call.args)
+            return self.store.parse_claim([reply])
         calls, parse = self._ack_calls(batch)
         self._acks_sending += 1
         try:

@@ -3,7 +3,7 @@
 -- KEYS[1] jobs       HASH  id -> activity record (JSON)
 -- KEYS[2] ready      ZSET  id -> priority/FIFO score
 -- KEYS[3] scheduled  ZSET  id -> due time (ms)
--- KEYS[4] notify     LIST  wake-up tokens for idle workers
+-- KEYS[4] notify     LIST  wake-up tokens for idle workers ('1': ready work, 's': schedule changed)
 -- KEYS[5] seq        STRING counter for FIFO order and lease tokens
 -- KEYS[6] stats      HASH  counters
 -- KEYS[7..] idempotency keys (STRING id, with a TTL), referred to by index from ARGV
@@ -85,10 +85,15 @@ if next_seq ~= first_seq then
   redis.call('SET', seq, next_seq)
 end
 
+-- '1' wakes a worker's dispatcher (ready work); 's' a worker's scheduler (the earliest due
+-- time may have changed): a ready enqueue costs no scheduler round trip.
 local tokens = math.min(woke_ready + woke_scheduled, notify_cap)
 if tokens > 0 then
   local values = {}
-  for i = 1, tokens do
+  if woke_scheduled > 0 then
+    values[1] = 's'
+  end
+  for i = #values + 1, tokens do
     values[i] = '1'
   end
   redis.call('LPUSH', notify, unpack(values))

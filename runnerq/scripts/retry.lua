@@ -24,6 +24,6 @@ redis.call('HSET', jobs, id, ARGV[3])
 redis.call('ZADD', scheduled, now_ms() + tonumber(ARGV[4]), id)
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'retried', 1)
-redis.call('LPUSH', notify, '1')
+redis.call('LPUSH', notify, 's')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[5]) - 1)
 return 1
