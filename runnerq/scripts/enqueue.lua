@@ -26,8 +26,9 @@ local now = now_ms()
 local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
 local position = 0
-local next_seq = tonumber(redis.call('GET', seq) or '0')
-local first_seq = next_seq
+-- Sequence numbers for every activity of the call at once (those that end up scheduled or
+-- deduplicated leave gaps, which FIFO order does not mind): one call instead of GET + SET.
+local next_seq = redis.call('INCRBY', seq, #ARGV - 2) - (#ARGV - 2)
 -- Records and ready entries go to Redis in few calls (a call per activity costs more than
 -- the work): flushed every FLUSH_AT arguments, well within Lua's unpack limit.
 local FLUSH_AT = 2000
@@ -81,9 +82,6 @@ for i = 3, #ARGV do
 end
 flush()
 out[1] = created
-if next_seq ~= first_seq then
-  redis.call('SET', seq, next_seq)
-end
 
 -- '1' wakes a worker's dispatcher (ready work); 's' a worker's scheduler (the earliest due
 -- time may have changed): a ready enqueue costs no scheduler round trip.
@@ -96,8 +94,9 @@ if tokens > 0 then
   for i = #values + 1, tokens do
     values[i] = '1'
   end
-  redis.call('LPUSH', notify, unpack(values))
-  redis.call('LTRIM', notify, 0, notify_cap - 1)
+  if redis.call('LPUSH', notify, unpack(values)) > notify_cap then
+    redis.call('LTRIM', notify, 0, notify_cap - 1)
+  end
 end
 if created > 0 then
   redis.call('HINCRBY', stats, 'enqueued', created)
