@@ -32,3 +32,24 @@ local function rank_of(record)
   end
   return 2
 end
+
+-- redis.call(cmd, key, args...) for a list of arguments of any length, in slices that Lua
+-- can unpack (an even slice length keeps field/value and score/member pairs together).
+-- Returns the replies of the slices, concatenated when they are lists.
+local UNPACK_SLICE = 4000
+local function call_many(cmd, key, args)
+  local n = #args
+  if n <= UNPACK_SLICE then
+    return redis.call(cmd, key, unpack(args))
+  end
+  local all = {}
+  for i = 1, n, UNPACK_SLICE do
+    local reply = redis.call(cmd, key, unpack(args, i, math.min(i + UNPACK_SLICE - 1, n)))
+    if type(reply) == 'table' then
+      for j = 1, #reply do
+        all[#all + 1] = reply[j]
+      end
+    end
+  end
+  return all
+end

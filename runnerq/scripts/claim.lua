@@ -38,17 +38,31 @@ local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
 local deadline = now + tonumber(ARGV[2])
 local again = {}
 local out = { now, token, again }
+-- A few calls for the whole batch, not a few per activity.
+local ids, deadlines, tokens = {}, {}, {}
 for i = 1, #popped, 2 do
   local id = popped[i]
-  local count = redis.call('HGET', redeliveries, id)
-  if count then
-    again[#again + 1] = id
-    again[#again + 1] = count
+  ids[#ids + 1] = id
+  deadlines[#deadlines + 1] = deadline
+  deadlines[#deadlines + 1] = id
+  tokens[#tokens + 1] = id
+  tokens[#tokens + 1] = token
+end
+if redis.call('HLEN', redeliveries) > 0 then
+  local counts = call_many('HMGET', redeliveries, ids)
+  for i = 1, #ids do
+    if counts[i] then
+      again[#again + 1] = ids[i]
+      again[#again + 1] = counts[i]
+    end
   end
-  redis.call('ZADD', inflight, deadline, id)
-  redis.call('HSET', leases, id, token)
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', jobs, id) or ''
+end
+call_many('ZADD', inflight, deadlines)
+call_many('HSET', leases, tokens)
+local records = call_many('HMGET', jobs, ids)
+for i = 1, #ids do
+  out[#out + 1] = ids[i]
+  out[#out + 1] = records[i] or ''
 end
 if redis.call('ZCARD', ready) == 0 then
   redis.call('DEL', notify)

@@ -22,28 +22,39 @@ local ttl, cap, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out, completed = {}, 0
 
+local finished, finished_at, seen = {}, {}, {}
 for i = 4, #ARGV do
   local packed = ARGV[i]
   local bar1 = string.find(packed, '|', 1, true)
   local bar2 = string.find(packed, '|', bar1 + 1, true)
   local id, token = string.sub(packed, 1, bar1 - 1), string.sub(packed, bar1 + 1, bar2 - 1)
-  local doc = string.sub(packed, bar2 + 1)
   local n = i - 3
-  if redis.call('HGET', leases, id) == token then
-    redis.call('HDEL', leases, id)
-    redis.call('ZREM', inflight, id)
-    redis.call('HDEL', jobs, id)
-    redis.call('HDEL', KEYS[6], id)
-    redis.call('SET', KEYS[6 + n], doc, 'PX', ttl)
-    redis.call('ZADD', done, now, id)
+  -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
+  if not seen[id] and redis.call('HGET', leases, id) == token then
+    seen[id] = true
+    redis.call('SET', KEYS[6 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
     redis.call('PUBLISH', channel, id)
-    completed = completed + 1
+    finished[#finished + 1] = id
+    finished_at[#finished_at + 1] = now
+    finished_at[#finished_at + 1] = id
     out[n] = 1
   else
     out[n] = 0
   end
 end
+completed = #finished
 
+-- The bookkeeping of the whole batch in a few calls. (The results are set and announced
+-- above, before this: all of it is one atomic script, so nobody sees the difference.)
+if completed > 0 then
+  call_many('HDEL', leases, finished)
+  call_many('ZREM', inflight, finished)
+  call_many('HDEL', jobs, finished)
+  if redis.call('HLEN', KEYS[6]) > 0 then
+    call_many('HDEL', KEYS[6], finished)
+  end
+  call_many('ZADD', done, finished_at)
+end
 if completed > 0 then
   redis.call('HINCRBY', stats, 'completed', completed)
   local excess = redis.call('ZCARD', done) - cap

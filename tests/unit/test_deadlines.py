@@ -13,9 +13,12 @@ RES = 0.02
 async def test_expiry_and_disarming() -> None:
     loop = asyncio.get_running_loop()
     fired: dict[str, float] = {}
+    all_fired = asyncio.Event()
 
     def expire(key: str) -> None:
         fired.setdefault(key, loop.time())
+        if len(fired) == 3:
+            all_fired.set()
 
     deadlines = Deadlines(expire, resolution=RES)
     start = loop.time()
@@ -23,8 +26,7 @@ async def test_expiry_and_disarming() -> None:
     deadlines.add("late", 0.15)
     deadlines.discard("b", slots["b"])
     assert len(deadlines) == 3
-    while len(fired) < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_fired.wait(), 5)
     assert sorted(fired) == ["a", "c", "late"]
     for key, seconds in (("a", 0.05), ("c", 0.05), ("late", 0.15)):
         assert fired[key] >= start + seconds  # never early
