@@ -8,6 +8,16 @@ From ``operator/crd/activityqueues.runnerq.io.yaml`` and ``operator/rbac/cluster
   into cluster-scoped and namespaced ones (the chart binds the latter per namespace when
   ``operator.watchNamespaces`` is set).
 
+From ``operator/crd/kopf-peering.yaml`` and ``operator/rbac/peering-clusterrole.yaml`` (kopf
+peering, ``operator.peering.enabled``):
+
+- ``charts/runnerq/crds/kopf-peering.yaml``: kopf's CRDs as they are, in the chart's ``crds/``
+  folder, which ``helm install`` applies before it renders the templates (so the release can
+  create the peering object in the same install) and never upgrades or deletes (they are
+  kopf's, shared by every kopf operator of the cluster);
+- ``charts/runnerq/templates/operator/_peering-rbac-rules.tpl``: the peering rules, split
+  like the others.
+
 From the chart, with ``helm template`` and its default values (release ``runnerq`` in the
 namespace ``runnerq-system``):
 
@@ -40,6 +50,10 @@ CRD_SOURCE = ROOT / "operator" / "crd" / "activityqueues.runnerq.io.yaml"
 RBAC_SOURCE = ROOT / "operator" / "rbac" / "clusterrole.yaml"
 CRD_TEMPLATE = CHART / "templates" / "crds" / "activityqueues.runnerq.io.yaml"
 RBAC_TEMPLATE = CHART / "templates" / "operator" / "_rbac-rules.tpl"
+PEERING_CRD_SOURCE = ROOT / "operator" / "crd" / "kopf-peering.yaml"
+PEERING_RBAC_SOURCE = ROOT / "operator" / "rbac" / "peering-clusterrole.yaml"
+PEERING_CRDS = CHART / "crds" / "kopf-peering.yaml"
+PEERING_RBAC_TEMPLATE = CHART / "templates" / "operator" / "_peering-rbac-rules.tpl"
 MANIFESTS = ROOT / "manifests"
 RELEASE = "runnerq"
 NAMESPACE = "runnerq-system"
@@ -64,6 +78,7 @@ CLUSTER_SCOPED = frozenset(
     {
         "customresourcedefinitions",
         "namespaces",
+        "clusterkopfpeerings",
         "nodes",
         "persistentvolumes",
         "clusterroles",
@@ -182,8 +197,9 @@ def is_cluster_scoped(rule: Mapping[str, Any]) -> bool:
     return bool(scoped) or bool(rule.get("nonResourceURLs"))
 
 
-def rbac_partial(source: str) -> str:
-    """``runnerq.rbac.clusterScopedRules`` and ``runnerq.rbac.namespacedRules``."""
+def rbac_partial(source: str, path: Path = RBAC_SOURCE, prefix: str = "runnerq.rbac.") -> str:
+    """``<prefix>clusterScopedRules`` and ``<prefix>namespacedRules`` from the ClusterRole
+    ``source`` (read from ``path``)."""
     _no_template_syntax(source, "the RBAC source")
     role = yaml.safe_load(source)
     if not isinstance(role, dict) or role.get("kind") != "ClusterRole":
@@ -191,23 +207,37 @@ def rbac_partial(source: str) -> str:
     blocks = _rule_blocks(source)
     cluster = [text for text, rule in blocks if is_cluster_scoped(rule)]
     namespaced = [text for text, rule in blocks if not is_cluster_scoped(rule)]
-    note = GENERATED_NOTE.format(source=RBAC_SOURCE.relative_to(ROOT))
+    note = GENERATED_NOTE.format(source=path.relative_to(ROOT))
     return (
         f"{{{{- /* {note} */}}}}\n\n"
         "{{/* Rules on cluster-scoped resources (a ClusterRole in every mode). */}}\n"
-        '{{- define "runnerq.rbac.clusterScopedRules" -}}\n'
+        f'{{{{- define "{prefix}clusterScopedRules" -}}}}\n'
         + "\n".join(cluster)
         + "\n{{- end }}\n\n"
         "{{/* Rules on namespaced resources (a Role per namespace, or in the ClusterRole). */}}\n"
-        '{{- define "runnerq.rbac.namespacedRules" -}}\n' + "\n".join(namespaced) + "\n{{- end }}\n"
+        f'{{{{- define "{prefix}namespacedRules" -}}}}\n' + "\n".join(namespaced) + "\n{{- end }}\n"
     )
 
 
+def peering_crds(source: str) -> str:
+    """kopf's peering CRDs for the chart's ``crds/`` folder: the source as it is (Helm does
+    not template that folder), under a note that it is generated."""
+    kinds = [doc.get("kind") for doc in yaml.safe_load_all(source) if doc]
+    if kinds != ["CustomResourceDefinition", "CustomResourceDefinition"]:
+        raise RenderError(f"the peering CRD source is not two CRDs: {kinds}")
+    note = GENERATED_NOTE.format(source=PEERING_CRD_SOURCE.relative_to(ROOT))
+    return f"# {note}\n{source}"
+
+
 def chart_files() -> dict[Path, str]:
-    """The chart's generated templates, from the single sources."""
+    """The chart's generated files, from the single sources."""
     return {
         CRD_TEMPLATE: crd_template(CRD_SOURCE.read_text()),
         RBAC_TEMPLATE: rbac_partial(RBAC_SOURCE.read_text()),
+        PEERING_CRDS: peering_crds(PEERING_CRD_SOURCE.read_text()),
+        PEERING_RBAC_TEMPLATE: rbac_partial(
+            PEERING_RBAC_SOURCE.read_text(), PEERING_RBAC_SOURCE, "runnerq.rbac.peering."
+        ),
     }
 
 

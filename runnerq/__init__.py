@@ -8,6 +8,7 @@ from .client import ActivityBuilder, ActivityClient
 from .config import BackoffPolicy, QueueSettings, RedisConfig, WorkerSettings
 from .context import ActivityContext, CancelToken
 from .engine import WorkerEngine, WorkerEngineBuilder
+from .env import redis_url_from_env
 from .errors import (
     ActivityCancelledError,
     ActivityDeadLetteredError,
@@ -73,4 +74,5 @@ __all__ = [
     "WorkerError",
     "WorkerSettings",
     "non_retryable",
+    "redis_url_from_env",
 ]

@@ -1,9 +1,10 @@
 """The ``runnerq`` command: run a worker, look at a queue, manage its dead letters, enqueue,
 and run the demo.
 
-Connection settings come from flags, else the environment (``RUNNERQ_REDIS_URL``,
-``RUNNERQ_QUEUE``, ``RUNNERQ_MAX_WORKERS``, ``RUNNERQ_METRICS_PORT``), else the defaults.
-This is the only module that reads the environment.
+Connection settings come from flags, else the environment (``RUNNERQ_REDIS_URL``, or the
+operator ConfigMap's ``RUNNERQ_REDIS_URL_TEMPLATE`` with ``RUNNERQ_REDIS_PASSWORD``: see
+``runnerq.env``; ``RUNNERQ_QUEUE``, ``RUNNERQ_MAX_WORKERS``, ``RUNNERQ_METRICS_PORT``), else
+the defaults. This module and ``runnerq.env`` are the only ones that read the environment.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from .client import ActivityClient
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL
 from .engine import WorkerEngine, WorkerEngineBuilder
+from .env import redis_url_from_env, resolve_redis_url
 from .errors import ConfigurationError, RunnerQError, WorkerError
 from .options import ActivityOption
 from .priority import ActivityPriority
@@ -75,7 +77,11 @@ def load_engine(path: str) -> WorkerEngine:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runnerq", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis-url", help="Redis URL (env RUNNERQ_REDIS_URL)")
+    common.add_argument(
+        "--redis-url",
+        help="Redis URL (env RUNNERQ_REDIS_URL, or RUNNERQ_REDIS_URL_TEMPLATE"
+        " + RUNNERQ_REDIS_PASSWORD)",
+    )
     common.add_argument("--queue", help="queue name (env RUNNERQ_QUEUE)")
     common.add_argument(
         "--log-level",
@@ -131,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
-    url = args.redis_url or _env("RUNNERQ_REDIS_URL") or DEFAULT_REDIS_URL
+    url = args.redis_url or redis_url_from_env(default=DEFAULT_REDIS_URL)
     queue = args.queue or _env("RUNNERQ_QUEUE") or DEFAULT_QUEUE
     return url, queue
 
@@ -141,7 +147,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
     engine = load_engine(args.app)
     changes: dict[str, Any] = {}
-    url = args.redis_url or _env("RUNNERQ_REDIS_URL")
+    url = args.redis_url or resolve_redis_url()
     if url:
         changes["redis_url"] = url
     queue = args.queue or _env("RUNNERQ_QUEUE")
@@ -258,7 +264,7 @@ async def _enqueue(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    url = args.redis_url or _env("RUNNERQ_REDIS_URL")
+    url = args.redis_url or resolve_redis_url()
     return await run_demo(url, args.queue or "demo", quick=args.quick)
 
 

@@ -1,6 +1,7 @@
 """Settings, as frozen dataclasses grouped by concern, with their defaults.
 
-Environment variables are read by the CLI only (``runnerq.cli``), never at import time.
+Environment variables are read by the CLI (``runnerq.cli``) and ``runnerq.env`` only, never at
+import time.
 """
 
 from __future__ import annotations

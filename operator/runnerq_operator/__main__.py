@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        # For the startup handler, which kopf does not tell (the peering objects to look for).
+        memo=kopf.Memo(watched_namespaces=tuple(args.namespace)),
     )
     return 0
 

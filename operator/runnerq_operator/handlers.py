@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from .naming import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from .peering import configure_peering
+from .peering import configure_peering, expected_peerings
 from .runtime import OperatorRuntime
 from .settings import OperatorConfig
 
@@ -40,7 +40,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    runtime = OperatorRuntime(config, peered=configure_peering(settings, config))
+    peered = configure_peering(settings, config)
+    peerings = None
+    if peered:
+        logging.getLogger("runnerq_operator").info(
+            "kopf peering %r with priority %d", settings.peering.name, settings.peering.priority
+        )
+        # Namespaces only from `python -m runnerq_operator`; after `kopf run -n` unknown (None).
+        namespaces = memo.get("watched_namespaces")
+        peerings = expected_peerings(
+            settings.peering.name,
+            clusterwide=settings.peering.clusterwide,
+            namespaces=None if namespaces is None else list(namespaces),
+        )
+    runtime = OperatorRuntime(config, peered=peered, peerings=peerings)
     await runtime.start()
     memo.runtime = runtime
 
@@ -57,7 +70,14 @@ def liveness(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     runtime: OperatorRuntime = memo.runtime
     if not runtime.healthy:
         raise RuntimeError("the autoscaler is not running")
-    return {"queues": len(runtime.registry), "served": len(runtime.registry.served())}
+    found: dict[str, Any] = {
+        "queues": len(runtime.registry),
+        "served": len(runtime.registry.served()),
+    }
+    if runtime.peering is not None:
+        # Not a failure: a restart would not create the missing peering object.
+        found["peering"] = runtime.peering.health()
+    return found
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

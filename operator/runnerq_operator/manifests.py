@@ -13,6 +13,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from runnerq.env import PASSWORD_SECRET_ENV, URL_SECRET_ENV, URL_TEMPLATE_ENV
+
 from .naming import (
     WORKER_CONTAINER,
     configmap_name,
@@ -205,11 +207,12 @@ def build_configmap(body: Mapping[str, Any], spec: QueueSpec) -> dict[str, Any]:
     if redis.url is not None and redis.password_secret is None:
         data[URL_ENV] = worker_url(redis) or redis.url
     elif redis.url_secret is not None:
-        data["RUNNERQ_REDIS_URL_SECRET"] = f"{redis.url_secret.name}/{redis.url_secret.key}"
+        data[URL_SECRET_ENV] = f"{redis.url_secret.name}/{redis.url_secret.key}"
     if redis.password_secret is not None:
         ref = redis.password_secret
-        data["RUNNERQ_REDIS_PASSWORD_SECRET"] = f"{ref.name}/{ref.key}"
-        data["RUNNERQ_REDIS_URL_TEMPLATE"] = worker_url(redis) or ""
+        data[PASSWORD_SECRET_ENV] = f"{ref.name}/{ref.key}"
+        # Not expanded through envFrom: runnerq.redis_url_from_env() fills the password in.
+        data[URL_TEMPLATE_ENV] = worker_url(redis) or ""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
+from runnerq.env import PASSWORD_ENV, PASSWORD_PLACEHOLDER, URL_ENV
+
 from .spec import RedisSpec
 
 __all__ = [
@@ -18,8 +20,7 @@ __all__ = [
     "worker_url",
 ]
 
-URL_ENV = "RUNNERQ_REDIS_URL"
-PASSWORD_ENV = "RUNNERQ_REDIS_PASSWORD"
+# URL_ENV, PASSWORD_ENV: the names runnerq.env resolves (producers use redis_url_from_env).
 CA_MOUNT_PATH = "/etc/runnerq/redis-tls"
 
 
@@ -72,7 +73,7 @@ def worker_url(redis: RedisSpec) -> str | None:
         return None
     url = _with_tls(redis.url, redis)
     if redis.password_secret is not None:
-        url = _with_password(url, f"$({PASSWORD_ENV})")
+        url = _with_password(url, PASSWORD_PLACEHOLDER)
     params: dict[str, str] = {}
     if redis.tls and redis.ca_secret is not None:
         params["ssl_ca_certs"] = f"{CA_MOUNT_PATH}/{redis.ca_secret.key}"

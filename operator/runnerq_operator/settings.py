@@ -4,12 +4,26 @@ the startup handler (never at import time). Unknown variables of that prefix are
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "OperatorConfig", "SettingsError"]
+__all__ = ["AUTO_PRIORITY_MAX", "PREFIX", "OperatorConfig", "SettingsError", "auto_priority"]
 
 PREFIX = "RUNNERQ_OPERATOR_"
+
+#: ``RUNNERQ_OPERATOR_PRIORITY=auto`` gives a priority in 1..AUTO_PRIORITY_MAX.
+AUTO_PRIORITY_MAX = 1_000_000
+
+
+def auto_priority(name: str) -> int:
+    """A kopf peering priority from a pod's name (``auto``): stable for the pod, and different
+    for the pods of one Deployment but with a chance of about n²/2,000,000 for n pods. kopf
+    pauses every operator of the highest priority when two share it, so replicas need their
+    own."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % AUTO_PRIORITY_MAX + 1
 
 
 class SettingsError(ValueError):
@@ -33,11 +47,13 @@ class OperatorConfig:
     #: kopf peering name; None runs standalone (one replica, Deployment strategy Recreate).
     peering: str | None = None
     #: kopf peering priority: of the live operators of one peering the highest one works, the
-    #: others pause. None keeps kopf's (0, or ``kopf run --priority``).
+    #: others pause. None keeps kopf's (0, or ``kopf run --priority``). ``auto`` in the
+    #: environment: ``auto_priority`` of the pod's name: ``POD_ID`` (kopf's own variable for
+    #: its peer identity, which the chart sets from the pod's name), else the host name.
     priority: int | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
+    def from_env(cls, env: Mapping[str, str], *, hostname: str | None = None) -> OperatorConfig:
         known = {
             "METRICS_HOST",
             "METRICS_PORT",
@@ -68,15 +84,19 @@ class OperatorConfig:
             max_backoff=_number(PREFIX + "MAX_BACKOFF", ours.get("MAX_BACKOFF", "60")),
             coalesce=_number(PREFIX + "COALESCE", ours.get("COALESCE", "0.25")),
             peering=ours.get("PEERING") or None,
-            priority=_integer(PREFIX + "PRIORITY", priority) if priority else None,
+            priority=_priority(priority, env.get("POD_ID") or hostname) if priority else None,
         )
 
 
-def _integer(name: str, text: str) -> int:
+def _priority(text: str, hostname: str | None) -> int:
+    if text.lower() == "auto":
+        return auto_priority(hostname if hostname is not None else socket.gethostname())
     try:
         return int(text)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, not {text!r}") from None
+        raise SettingsError(
+            f"{PREFIX}PRIORITY must be an integer or 'auto', not {text!r}"
+        ) from None
 
 
 def _number(name: str, text: str) -> float:

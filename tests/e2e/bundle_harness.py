@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import shutil
@@ -226,13 +227,30 @@ def _http_status(url: str) -> int:
 class DeploymentOperator:
     """The operator container of an installed Deployment, run here as a subprocess: the
     container's own arguments and environment (only the two ports moved to free loopback
-    ones), with a kubeconfig that holds the Deployment's ServiceAccount token."""
+    ones; ``metadata.name`` references get ``pod_name``), with a kubeconfig that holds the
+    Deployment's ServiceAccount token."""
 
-    def __init__(self, deployment: Mapping[str, Any], kubeconfig: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        deployment: Mapping[str, Any],
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        pod_name: str | None = None,
+    ) -> None:
         container = first_container(deployment)
         self.health_port = free_port()
         self.metrics_port = free_port()
-        env = {e["name"]: str(e["value"]) for e in container.get("env", [])}
+        self.pod_name = pod_name or f"{deployment['metadata']['name']}-e2e"
+        env: dict[str, str] = {}
+        for item in container.get("env", []):
+            field = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+            elif field == "metadata.name":
+                env[item["name"]] = self.pod_name
+            else:
+                raise AssertionError(f"env var source not supported by this harness: {item}")
         args = [expand(str(a), env) for a in container.get("args", [])]
         self.args = replace_flag(args, "--liveness", f"http://127.0.0.1:{self.health_port}/healthz")
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RUNNERQ_")}
@@ -261,6 +279,17 @@ class DeploymentOperator:
                 f"the operator exited with {self.process.returncode}:\n{self.log()}"
             )
         return _http_status(f"http://127.0.0.1:{self.health_port}/healthz") == 200
+
+    def health(self) -> dict[str, Any] | None:
+        """kopf's ``/healthz`` JSON, None when it does not answer."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as response:
+                found = json.loads(response.read())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

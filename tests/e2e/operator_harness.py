@@ -4,6 +4,7 @@ subprocesses, ActivityQueue manifests, and reads of what the operator wrote."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -134,6 +135,11 @@ class OperatorProcess:
 
     def healthy(self) -> bool:
         return self._get(self.health_port, "/healthz")[0] == 200
+
+    def health(self) -> dict[str, Any] | None:
+        """kopf's ``/healthz`` JSON (probe id -> result), None when it does not answer 200."""
+        status, text = self._get(self.health_port, "/healthz")
+        return json.loads(text) if status == 200 else None
 
     def metrics(self) -> str:
         status, text = self._get(self.metrics_port, "/metrics")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from runnerq_operator.settings import auto_priority
 
 from tests.support.redis_server import RedisServer, free_port
 
@@ -35,6 +36,7 @@ from .bundle_harness import (
 from .cluster import ControlPlane
 from .operator_harness import (
     NOOP_APP,
+    PEERING_RBAC_FILE,
     RBAC_FILE,
     activity_queue,
     condition,
@@ -89,7 +91,12 @@ def test_lint_strict(control_plane: ControlPlane) -> None:
         [],
         ["--set", "operator.watchNamespaces={team-a,team-b}"],
         ["--set", "metrics.serviceMonitor.enabled=true", "--set", "crds.install=false"],
-    ]
+        ["--set", "operator.peering.enabled=true", "--set", "operator.replicas=3"],
+        [
+            "--set", "operator.peering.enabled=true", "--set", "operator.peering.priority=7",
+            "--set", "operator.watchNamespaces={team-a}",
+        ],
+    ]  # fmt: skip
     for values in variants:
         result = control_plane.helm("lint", "--strict", str(CHART_DIR), *values, check=False)
         assert result.returncode == 0, (values, result.stdout, result.stderr)
@@ -116,8 +123,15 @@ def test_lint_strict(control_plane: ControlPlane) -> None:
             ["--set", "exampleQueue.enabled=true"],
             "exampleQueue.enabled needs the ActivityQueue CRD in the cluster",
         ),
+        (["--set", "operator.replicas=2"], "operator.replicas > 1 needs operator.peering.enabled"),
+        (
+            ["--set", "operator.replicas=2", "--set", "operator.peering.enabled=true",
+             "--set", "operator.peering.priority=5"],
+            "operator.replicas > 1 needs operator.peering.priority auto",
+        ),
+        (["--set", "operator.peering.priority=high"], "/operator/peering/priority"),
     ],
-)
+)  # fmt: skip
 def test_bad_values_are_refused_with_a_message(
     control_plane: ControlPlane, values: list[str], message: str
 ) -> None:
@@ -197,6 +211,68 @@ def test_namespaced_rbac_splits_the_reference_rules(control_plane: ControlPlane)
     }
     args = first_container(find(namespaced, "Deployment"))["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
+
+
+def test_peering_renders_replicas_priorities_rbac_and_the_peering_object(
+    control_plane: ControlPlane,
+) -> None:
+    reference = yaml.safe_load(PEERING_RBAC_FILE.read_text())["rules"]
+    objects = helm_template(
+        control_plane, "rq", "runnerq",
+        "--set", "operator.peering.enabled=true", "--set", "operator.replicas=3",
+    )  # fmt: skip
+    deployment = find(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    env = {
+        e["name"]: e.get("value", e.get("valueFrom")) for e in first_container(deployment)["env"]
+    }
+    assert env["RUNNERQ_OPERATOR_PEERING"] == "rq-runnerq-operator"
+    assert env["RUNNERQ_OPERATOR_PRIORITY"] == "auto"  # each pod its own, from POD_ID
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    peering = find(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "rq-runnerq-operator"
+    assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == "rq"
+    role = find(objects, "ClusterRole", "rq-runnerq-operator-peering")
+    assert sorted(map(json.dumps, rules(role))) == sorted(map(json.dumps, reference))
+    binding = find(objects, "ClusterRoleBinding", "rq-runnerq-operator-peering")
+    assert binding["subjects"][0]["name"] == find(objects, "ServiceAccount")["metadata"]["name"]
+    assert not [o for o in objects if o["kind"] == "KopfPeering"]
+
+    namespaced = helm_template(
+        control_plane, "rq", "runnerq",
+        "--set", "operator.peering.enabled=true", "--set", "operator.peering.name=shared",
+        "--set", "operator.peering.priority=100",
+        "--set", "operator.watchNamespaces={team-a,team-b}",
+    )  # fmt: skip
+    env = {
+        e["name"]: e.get("value") for e in first_container(find(namespaced, "Deployment"))["env"]
+    }
+    assert (env["RUNNERQ_OPERATOR_PEERING"], env["RUNNERQ_OPERATOR_PRIORITY"]) == ("shared", "100")
+    assert find(namespaced, "Deployment")["spec"]["replicas"] == 1
+    peerings = [o for o in namespaced if o["kind"] == "KopfPeering"]
+    assert sorted((p["metadata"]["name"], p["metadata"]["namespace"]) for p in peerings) == [
+        ("shared", "team-a"),
+        ("shared", "team-b"),
+    ]
+    assert not [o for o in namespaced if o["kind"] == "ClusterKopfPeering"]
+    cluster_rules = rules(find(namespaced, "ClusterRole", "rq-runnerq-operator-peering"))
+    roles = [
+        o for o in namespaced
+        if o["kind"] == "Role" and o["metadata"]["name"] == "rq-runnerq-operator-peering"
+    ]  # fmt: skip
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        combined = cluster_rules + rules(role)
+        assert sorted(map(json.dumps, combined)) == sorted(map(json.dumps, reference))
+
+    # Without peering: none of it (manifests/ is rendered from these defaults).
+    default = helm_template(control_plane, "rq", "runnerq")
+    assert not [o for o in default if "kopf" in json.dumps(o)]
+    assert "POD_ID" not in json.dumps(find(default, "Deployment"))
 
 
 def test_template_is_accepted_by_the_api_server(
@@ -390,5 +466,61 @@ def test_install_reconcile_upgrade_uninstall(
         for operator in operators:
             operator.stop()
             print(f"--- {operator.log_path.name} (tail) ---\n{log_tail(operator.log())}")
+    for operator in operators:
+        operator.assert_never_forbidden()
+
+
+@pytest.mark.slow
+def test_peering_install_in_one_step_and_one_replica_works(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """``helm install`` with peering and two replicas: kopf's CRDs (the chart's crds/) are in
+    place before the peering object is created, in the same install; the two pods (run here
+    with the Deployment's own environment) get priorities of their own, and the lower one
+    stands by."""
+    plane = control_plane
+    release = f"pq-{namespace.removeprefix('e2e-')}"
+    install_crd(plane)  # crds.install=false: the other release of these tests owns it
+    plane.helm(
+        "install", release, str(CHART_DIR), "--namespace", namespace,
+        "--set", "crds.install=false", "--set", f"operator.image.repository={OPERATOR_IMAGE}",
+        "--set", "operator.peering.enabled=true", "--set", "operator.replicas=2",
+        "--set", f"operator.watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    name = f"{release}-runnerq-operator"
+    assert get_object(plane, "kopfpeering", name, namespace) is not None
+    deployment = get_object(plane, "deployment", name, namespace)
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    kubeconfig = service_account_kubeconfig(plane, namespace, account, tmp_path / "sa.kubeconfig")
+    low, high = sorted((f"{name}-6b7f9-a1", f"{name}-6b7f9-b2"), key=auto_priority)
+    assert auto_priority(low) != auto_priority(high)
+    operators = [
+        DeploymentOperator(deployment, kubeconfig, tmp_path / f"{pod}.log", pod_name=pod)
+        for pod in (low, high)
+    ]
+    try:
+        for operator in operators:
+            operator.start()
+        standby, active = operators
+        wait_for(
+            lambda: "Pausing operations in favour of" in standby.log(),
+            what="the pod of the lower priority stands by",
+            timeout=30,
+        )
+        status = get_object(plane, "kopfpeering", name, namespace)["status"]
+        assert {pod: status[pod]["priority"] for pod in (low, high)} == {
+            low: auto_priority(low),
+            high: auto_priority(high),
+        }  # kopf's identities are the pods' names (POD_ID)
+        assert "Pausing operations" not in active.log()
+        for operator in operators:
+            health = operator.health() or {}
+            assert health["autoscaler"]["peering"] == {"name": name, "ok": True}, health
+    finally:
+        for operator in operators:
+            operator.stop()
+            print(f"--- {operator.log_path.name} (tail) ---\n{log_tail(operator.log())}")
+        plane.helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
+    assert get_object(plane, "kopfpeering", name, namespace) is None
     for operator in operators:
         operator.assert_never_forbidden()

@@ -1,7 +1,8 @@
 """Two operators of one kopf peering, as a ServiceAccount bound to the operator's ClusterRole
 and the peering one: the operator of the higher priority alone writes a queue's Deployment
 (the other is paused by kopf, its own autoscaler included), and the other takes over, with
-the spec as it is now, when the first one stops.
+the spec as it is now, when the first one stops. An operator whose peering object is missing
+says so in a warning and in /healthz.
 """
 
 from __future__ import annotations
@@ -89,17 +90,17 @@ def operator_kubeconfig(
 @pytest.fixture
 def start_operator(
     operator_kubeconfig: Path, namespace: str, tmp_path: Path
-) -> Iterator[Callable[[int], OperatorProcess]]:
-    """``start_operator(priority)``: an operator of the peering; all are stopped at the end,
-    and none may have been refused anything."""
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """``start_operator(priority, peering=PEERING)``: an operator of the peering; all are
+    stopped at the end, and none may have been refused anything."""
     started: list[tuple[int, OperatorProcess]] = []
 
-    def start(priority: int) -> OperatorProcess:
+    def start(priority: int, peering: str = PEERING) -> OperatorProcess:
         process = OperatorProcess(
             operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{priority}.log",
-            env={"RUNNERQ_OPERATOR_PEERING": PEERING, "RUNNERQ_OPERATOR_PRIORITY": str(priority)},
+            env={"RUNNERQ_OPERATOR_PEERING": peering, "RUNNERQ_OPERATOR_PRIORITY": str(priority)},
         )
         started.append((priority, process))
         return process.start()
@@ -123,7 +124,7 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 def test_only_the_highest_priority_writes_and_the_standby_takes_over(
     control_plane: ControlPlane,
-    start_operator: Callable[[int], OperatorProcess],
+    start_operator: Callable[..., OperatorProcess],
     namespace: str,
     redis_url: str,
     workers: list[WorkerProcess],
@@ -210,3 +211,34 @@ def test_only_the_highest_priority_writes_and_the_standby_takes_over(
     control_plane.kubectl(
         "delete", "aq", "peered", "-n", namespace, "--wait=true", "--timeout=60s"
     )  # fmt: skip
+
+
+def test_a_missing_peering_object_is_a_warning_and_shows_in_healthz(
+    control_plane: ControlPlane,
+    start_operator: Callable[..., OperatorProcess],
+    namespace: str,
+) -> None:
+    """kopf keeps an operator whose peering object is missing paused, and says so only at
+    debug level: the operator warns at startup, naming the object and how to create it."""
+    missing = f"{PEERING}-missing"
+    operator = start_operator(5, peering=missing)
+    what = f"KopfPeering '{missing}' in namespace '{namespace}' does not exist"
+    warning = f"WARNING runnerq_operator.peering: peering '{missing}' is on"
+    wait_for(lambda: warning in operator.log(), what="the warning", timeout=20)
+    log = operator.log()
+    assert what in log, log_tail(log)
+    assert (
+        f'"kind":"KopfPeering","metadata":{{"name":"{missing}","namespace":"{namespace}"}}' in log
+    )
+
+    def peering_health() -> dict[str, Any] | None:
+        found = (operator.health() or {}).get("autoscaler", {}).get("peering")
+        return found if found and found["ok"] is False else None
+
+    # kopf caches probe results for 10 s: the first may predate the check.
+    health = wait_for(peering_health, what="peering in /healthz", timeout=15)
+    assert health == {
+        "name": missing,
+        "ok": False,
+        "missing": [what.removesuffix(" does not exist")],
+    }

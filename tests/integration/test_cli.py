@@ -15,7 +15,7 @@ import pytest
 
 from runnerq import ActivityClient, ActivityContext, ActivityError, WorkerEngine
 from tests.support.polling import eventually
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,3 +228,59 @@ async def _http(port: int, path: str) -> tuple[int, str] | None:
             return None
 
     return await asyncio.to_thread(get)
+
+
+def test_cli_connects_with_the_operator_configmap_and_the_password_env(queue_name: str) -> None:
+    """A producer pod of a queue whose password is in a Secret: the env is exactly the
+    operator's ConfigMap (loaded with envFrom, so ``$(RUNNERQ_REDIS_PASSWORD)`` in it is not
+    expanded) plus RUNNERQ_REDIS_PASSWORD, here one that is not URL-safe."""
+    from runnerq_operator.manifests import build_configmap
+    from runnerq_operator.spec import parse_spec
+
+    password = "s3cret/p@ss:w%rd?"
+    with RedisServer(password=password) as server:
+        spec = parse_spec(
+            {
+                "queue": queue_name,
+                "redis": {
+                    "url": f"redis://127.0.0.1:{server.port}/0",
+                    "passwordSecretRef": {"name": "redis-auth"},
+                },
+                "worker": {"image": "app:1", "app": "examples.app:engine"},
+            },
+            "producer",
+        )
+        body = {"metadata": {"name": "producer", "namespace": "apps", "uid": "u"}}
+        configmap = build_configmap(body, spec)["data"]
+        assert "RUNNERQ_REDIS_URL" not in configmap
+        assert "$(RUNNERQ_REDIS_PASSWORD)" in configmap["RUNNERQ_REDIS_URL_TEMPLATE"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RUNNERQ_")}
+        env = {**base, **configmap, "RUNNERQ_REDIS_PASSWORD": password}
+
+        def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "runnerq", *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+
+        out = run("enqueue", "send_email", "--payload", '{"to": "a@b.c"}', env=env)
+        assert out.returncode == 0, out.stderr
+        stats = run("stats", "--json", env=env)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["pending"] == 1
+
+        # Without the password: a clear error naming the Secret, no connection attempt.
+        missing = run("stats", env={k: v for k, v in env.items() if k != "RUNNERQ_REDIS_PASSWORD"})
+        assert missing.returncode == 2
+        assert "RUNNERQ_REDIS_PASSWORD is not set" in missing.stderr
+        assert "'redis-auth/password'" in missing.stderr
+        # A wrong password: Redis refuses, and the message does not show it.
+        wrong = run("stats", env={**env, "RUNNERQ_REDIS_PASSWORD": "not-it/@"})
+        assert wrong.returncode != 0
+        assert "not-it" not in wrong.stderr
+        assert password not in wrong.stderr

@@ -59,7 +59,12 @@ def load_yaml(path: Path) -> Any:
 
 def test_generated_chart_templates_match_their_sources() -> None:
     generated: dict[Path, str] = render.chart_files()
-    assert set(generated) == {render.CRD_TEMPLATE, render.RBAC_TEMPLATE}
+    assert set(generated) == {
+        render.CRD_TEMPLATE,
+        render.RBAC_TEMPLATE,
+        render.PEERING_CRDS,
+        render.PEERING_RBAC_TEMPLATE,
+    }
     for path, text in generated.items():
         assert path.read_text() == text, f"{path} is stale: run `make manifests`"
 
@@ -97,6 +102,18 @@ def test_rbac_rules_split_by_scope() -> None:
     }
     with pytest.raises(render.RenderError, match="mixes"):
         render.is_cluster_scoped({"resources": ["namespaces", "pods"], "verbs": ["get"]})
+
+
+def test_peering_crds_and_rules_in_the_chart_are_the_sources() -> None:
+    """kopf's peering CRDs go into the chart's crds/ folder as they are (helm applies them
+    before it renders the templates); the peering rules split by scope."""
+    source = list(yaml.safe_load_all((ROOT / "operator" / "crd" / "kopf-peering.yaml").read_text()))
+    assert list(yaml.safe_load_all(render.PEERING_CRDS.read_text())) == source
+    assert [c["spec"]["names"]["kind"] for c in source] == ["KopfPeering", "ClusterKopfPeering"]
+    rules = load_yaml(render.PEERING_RBAC_SOURCE)["rules"]
+    assert [render.is_cluster_scoped(r) for r in rules] == [False, True]
+    # The default render (manifests/) has nothing of peering in it.
+    assert not [o for o in manifest_objects() if "kopf" in json.dumps(o).lower()]
 
 
 def test_crd_template_refuses_template_syntax_in_the_source() -> None:
@@ -156,9 +173,10 @@ def leaves(values: dict[str, Any], node: dict[str, Any], path: str = "") -> list
         if is_structured(child):
             found += leaves(value, child, where)
             continue
-        expected = JSON_TYPES[child["type"]]
+        types = child["type"] if isinstance(child["type"], list) else [child["type"]]
+        expected = tuple(t for name in types for t in JSON_TYPES[name])
         assert isinstance(value, expected) and not (
-            child["type"] in ("integer", "number") and isinstance(value, bool)
+            isinstance(value, bool) and "boolean" not in types
         ), (where, value, child["type"])
         assert child.get("description") or child.get("enum"), f"{where} has no description"
         found.append(where)

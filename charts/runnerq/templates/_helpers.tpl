@@ -27,6 +27,18 @@ recommended app.kubernetes.io set.
 {{- printf "%s-operator" (include "runnerq.fullname" .) }}
 {{- end }}
 
+{{/* The kopf peering name (operator.peering.name, default: the operator's full name). */}}
+{{- define "runnerq.operator.peeringName" -}}
+{{- default (include "runnerq.operator.fullname" .) .Values.operator.peering.name }}
+{{- end }}
+
+{{/* The operator's kopf priority as RUNNERQ_OPERATOR_PRIORITY reads it: "auto" or an
+integer (Helm reads numbers as floats: 1000000 would print as 1e+06). */}}
+{{- define "runnerq.operator.peeringPriority" -}}
+{{- $priority := .Values.operator.peering.priority }}
+{{- if kindIs "string" $priority }}{{ $priority }}{{ else }}{{ int64 $priority }}{{ end }}
+{{- end }}
+
 {{/* The operator's ServiceAccount. */}}
 {{- define "runnerq.operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from runnerq_operator.manifests import build_configmap, build_deployment, merge_template
+from runnerq_operator.redis_target import operator_target
 from runnerq_operator.spec import parse_spec
+
+from runnerq import redis_url_from_env
 
 BODY: dict[str, Any] = {
     "apiVersion": "runnerq.io/v1alpha1",
@@ -174,3 +177,14 @@ def test_configmap_never_holds_secrets() -> None:
     )
     assert "RUNNERQ_REDIS_URL" not in cm["data"]
     assert cm["data"]["RUNNERQ_REDIS_PASSWORD_SECRET"] == "auth/password"
+
+
+def test_producer_resolves_the_configmap_template_to_the_operators_url() -> None:
+    # What a producer pod sees: the ConfigMap through envFrom (no $(VAR) expansion there)
+    # plus RUNNERQ_REDIS_PASSWORD from the Secret; runnerq.redis_url_from_env() must give
+    # the URL the operator itself connects with, for any password.
+    s = spec(redis={"url": "redis://app@r:6379/2", "passwordSecretRef": {"name": "auth"}})
+    data = build_configmap(BODY, s)["data"]
+    password = "p@ss/w:rd %$(x)"
+    env = {**data, "RUNNERQ_REDIS_PASSWORD": password}
+    assert redis_url_from_env(env) == operator_target(s.redis, password=password).url

@@ -4,6 +4,7 @@ the autoscaler writes nothing for a queue it does not serve (no I/O: fakes that 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -11,9 +12,16 @@ import kopf
 import pytest
 from runnerq_operator.actions import QueueWriter
 from runnerq_operator.autoscaler import Autoscaler
-from runnerq_operator.kube import KubeApi
+from runnerq_operator.kube import ApiError, KubeApi
 from runnerq_operator.metrics import OperatorMetrics
-from runnerq_operator.peering import configure_peering
+from runnerq_operator.peering import (
+    PeeringCheck,
+    PeeringObject,
+    PeeringReport,
+    configure_peering,
+    expected_peerings,
+    missing_peering_message,
+)
 from runnerq_operator.reconciler import Logger, Reconciler
 from runnerq_operator.redis_queues import RedisPools
 from runnerq_operator.redis_target import RedisTarget
@@ -244,3 +252,163 @@ async def test_the_autoscaler_loop_polls_no_queue_while_none_is_served() -> None
     with pytest.raises(asyncio.CancelledError):
         await loop
     assert scaler.metrics.registry.get_sample_value("runnerq_operator_queues") == 0
+
+
+# -- the peering object: missing objects are warned about, and shown in /healthz ------------
+
+
+def test_the_peering_objects_kopf_needs() -> None:
+    assert expected_peerings("rq", clusterwide=True, namespaces=["a"]) == [PeeringObject("rq")]
+    assert expected_peerings("rq", clusterwide=False, namespaces=["a", "b", "a"]) == [
+        PeeringObject("rq", "a"),
+        PeeringObject("rq", "b"),
+    ]
+    # Namespaces not known by name (`kopf run -n`, patterns): one anywhere must do.
+    assert expected_peerings("rq", clusterwide=False, namespaces=None) == [
+        PeeringObject("rq", anywhere=True)
+    ]
+    assert expected_peerings("rq", clusterwide=False, namespaces=["a", "team-*"]) == [
+        PeeringObject("rq", "a"),
+        PeeringObject("rq", anywhere=True),
+    ]
+
+
+def test_where_each_peering_object_is_looked_for() -> None:
+    cluster, ns, anywhere = (
+        PeeringObject("rq"),
+        PeeringObject("rq", "apps"),
+        PeeringObject("rq", anywhere=True),
+    )
+    assert (cluster.kind, cluster.path) == (
+        "ClusterKopfPeering",
+        "/apis/kopf.dev/v1/clusterkopfpeerings",
+    )
+    assert (ns.kind, ns.path) == ("KopfPeering", "/apis/kopf.dev/v1/namespaces/apps/kopfpeerings")
+    assert (anywhere.kind, anywhere.path) == ("KopfPeering", "/apis/kopf.dev/v1/kopfpeerings")
+    assert ns.manifest() == {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "rq", "namespace": "apps"},
+    }
+    assert cluster.describe() == "ClusterKopfPeering 'rq'"
+    assert ns.describe() == "KopfPeering 'rq' in namespace 'apps'"
+    assert anywhere.describe() == "KopfPeering 'rq' in any namespace"
+
+
+def test_the_warning_says_what_is_missing_and_how_to_create_it() -> None:
+    expected = [PeeringObject("rq", "apps"), PeeringObject("rq", "jobs")]
+    assert missing_peering_message(PeeringReport(expected)) is None
+    message = missing_peering_message(PeeringReport(expected, missing=[expected[1]]))
+    assert message is not None
+    assert message.startswith(
+        "peering 'rq' is on, but KopfPeering 'rq' in namespace 'jobs' does not exist:"
+        " kopf keeps this operator paused, serving no ActivityQueue, until it exists."
+    )
+    assert (
+        """echo '{"apiVersion":"kopf.dev/v1","kind":"KopfPeering","""
+        """"metadata":{"name":"rq","namespace":"jobs"}}' | kubectl apply -f -"""
+    ) in message
+    assert "apps" not in message
+    assert message.endswith("(see docs/operator.md#several-operators-kopf-peering)")
+
+    crds = missing_peering_message(PeeringReport([PeeringObject("rq")], crds_missing=True))
+    assert crds is not None
+    assert "the kopf peering CRDs are not installed" in crds
+    assert "kubectl apply --server-side -f operator/crd/kopf-peering.yaml" in crds
+    assert '"kind":"ClusterKopfPeering"' in crds
+
+    anywhere = PeeringReport([PeeringObject("rq", anywhere=True)])
+    anywhere.missing = list(anywhere.expected)
+    assert "kubectl apply -f - -n NAMESPACE" in (missing_peering_message(anywhere) or "")
+
+    forbidden = PeeringReport(expected, error="403 Forbidden: no", forbidden=True)
+    assert "peering-clusterrole.yaml" in (missing_peering_message(forbidden) or "")
+
+
+class FakeApi:
+    """Answers list requests from ``found`` (path -> names) or with an ``ApiError``."""
+
+    def __init__(self, found: dict[str, list[str]], error: ApiError | None = None) -> None:
+        self.found = found
+        self.error = error
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        self.requests.append((method, path, dict(params or {})))
+        if self.error is not None:
+            raise self.error
+        if path not in self.found:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = (params or {})["fieldSelector"].removeprefix("metadata.name=")
+        return {"items": [{"metadata": {"name": n}} for n in self.found[path] if n == name]}
+
+
+async def test_the_check_lists_by_name_and_reports_what_is_missing() -> None:
+    expected = [PeeringObject("rq", "apps"), PeeringObject("rq", "jobs")]
+    api = FakeApi(
+        {
+            "/apis/kopf.dev/v1/namespaces/apps/kopfpeerings": ["rq"],
+            "/apis/kopf.dev/v1/namespaces/jobs/kopfpeerings": ["other"],
+        }
+    )
+    check = PeeringCheck(cast(KubeApi, api), expected)
+    assert check.health() == {"name": "rq", "ok": None}
+    report = await check.check()
+    assert report.missing == [expected[1]] and not report.crds_missing
+    assert api.requests[0] == (
+        "GET",
+        "/apis/kopf.dev/v1/namespaces/apps/kopfpeerings",
+        {"fieldSelector": "metadata.name=rq"},
+    )
+    check.record(report, now=0.0)
+    assert check.health() == {
+        "name": "rq",
+        "ok": False,
+        "missing": ["KopfPeering 'rq' in namespace 'jobs'"],
+    }
+
+    no_crds = await PeeringCheck(cast(KubeApi, FakeApi({})), [PeeringObject("rq")]).check()
+    assert no_crds.crds_missing and no_crds.health()["missing"] == [
+        "CRDs kopfpeerings.kopf.dev, clusterkopfpeerings.kopf.dev"
+    ]
+    refused = FakeApi({}, ApiError(403, "Forbidden", "cannot list"))
+    denied = await PeeringCheck(cast(KubeApi, refused), [PeeringObject("rq")]).check()
+    assert denied.forbidden and denied.health()["error"] == "403 Forbidden: cannot list"
+
+
+def test_warnings_on_change_and_as_reminders_then_info_when_found(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expected = [PeeringObject("rq")]
+    check = PeeringCheck(cast(KubeApi, Refuses()), expected, remind=300)
+    missing = PeeringReport(expected, missing=list(expected))
+    with caplog.at_level(logging.INFO, logger="runnerq_operator.peering"):
+        check.record(missing, now=0)
+        check.record(PeeringReport(expected, missing=list(expected)), now=30)  # no news
+        check.record(PeeringReport(expected, missing=list(expected)), now=300)  # reminder
+        check.record(PeeringReport(expected), now=330)
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith("peering 'rq' is on, but ClusterKopfPeering 'rq' does not exist")
+    )
+    assert caplog.records[-1].getMessage() == (
+        "kopf peering 'rq': ClusterKopfPeering 'rq' found now"
+    )
+    assert check.health() == {"name": "rq", "ok": True}
+
+
+async def test_the_check_runs_until_the_object_appears() -> None:
+    path = "/apis/kopf.dev/v1/clusterkopfpeerings"
+    api = FakeApi({path: []})
+    check = PeeringCheck(cast(KubeApi, api), [PeeringObject("rq")], interval=0.01)
+    task = asyncio.create_task(check.run())
+    await asyncio.sleep(0.1)
+    assert check.report is not None and not check.report.ok and not task.done()
+    assert len(api.requests) >= 2  # it looks again
+    api.found[path] = ["rq"]
+    await asyncio.wait_for(task, 5)
+    assert check.health()["ok"] is True
