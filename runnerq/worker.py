@@ -4,12 +4,16 @@ Tasks of a running worker:
 
 * wake listener: blocks on the queue's notify list (BLPOP) while the worker has free slots,
   and wakes the dispatcher and scheduler within a round trip of an enqueue;
-* dispatcher: claims up to "free slots" ready activities per round trip and starts them;
+* dispatcher: claims up to "free slots" (plus a prefetch buffer) ready activities per round
+  trip into the buffer;
+* slots: ``max_workers`` tasks that each run buffered activities one after the other;
 * scheduler: promotes due scheduled activities, sleeping until the next due time (a local
   timer, so precision does not depend on Redis's 100 ms blocking-timeout resolution);
 * heartbeat: extends held leases, reaps expired ones, refreshes the queue configuration;
 * acker: sends completions, retries and dead-letters in pipelined batches;
-* cancel listener: stops handlers whose activity was cancelled.
+* cancel listener: stops handlers whose activity was cancelled;
+* and, outside the event loop, the stall guard thread (``stall_guard``), which keeps the
+  leases while a handler blocks the loop.
 
 Every loop survives Redis going away: it backs off, reconnects and carries on.
 """
@@ -371,7 +375,7 @@ class Worker:
                 self._buffer.append((activity_id, raw, claim.token, claim.now, claimed_locally))
             if self._stopping:
                 return  # what was just claimed is handed straight back by stop()
-            self._start_buffered()
+            self._wake_slots()
             if len(claim.items) < want:
                 await self._sleep_until_woken(settings.schedule_poll_interval)
 
@@ -397,7 +401,7 @@ class Worker:
         self._mark_acks_idle()
         return self.store.parse_claim(replies[-1:])
 
-    def _start_buffered(self) -> None:
+    def _wake_slots(self) -> None:
         """Wake as many idle slots as there are buffered activities."""
         n = len(self._buffer)
         idle = self._idle_slots
