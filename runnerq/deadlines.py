@@ -3,8 +3,9 @@
 ``asyncio.timeout`` costs a timer handle, a heap push and a cancellation per activity, as
 much as the rest of running a no-op activity. Activities here share one timer per
 ``resolution`` slot instead: an activity's timeout fires at the end of the slot its deadline
-falls in, at most ``resolution`` late, and a slot whose activities all finished in time fires
-once and finds nothing to do.
+falls in, at most ``resolution`` late. A slot whose activities all finished frees its set at
+once, so the memory kept is bounded by the activities running (plus one small timer handle
+per slot until it fires).
 """
 
 from __future__ import annotations
@@ -32,14 +33,22 @@ class Deadlines:
         keys = self._slots.get(slot)
         if keys is None:
             keys = self._slots[slot] = set()
-            self._timers[slot] = loop.call_at(slot * self._resolution, self._fire, slot)
+            if slot not in self._timers:
+                self._timers[slot] = loop.call_at(slot * self._resolution, self._fire, slot)
         keys.add(key)
         return slot
 
     def discard(self, key: str, slot: int) -> None:
         keys = self._slots.get(slot)
-        if keys is not None:
-            keys.discard(key)
+        if keys is None:
+            return
+        keys.discard(key)
+        if not keys:
+            # Its activities all finished in time: free the set now, not at its deadline
+            # (with a 300 s timeout under load, thousands of them would wait). The timer
+            # stays (a few dozen bytes; re-arming one per refill would cost what a timer
+            # per activity costs) and finds nothing when it fires.
+            del self._slots[slot]
 
     def close(self) -> None:
         for timer in self._timers.values():

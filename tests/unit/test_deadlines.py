@@ -49,3 +49,18 @@ async def test_close_cancels_the_timers() -> None:
     deadlines.close()
     await asyncio.sleep(0.05)
     assert fired == []
+
+
+async def test_finished_activities_leave_nothing_behind() -> None:
+    """Under load with long timeouts, slots whose activities all finished must not wait for
+    their deadline (memory would grow with the throughput times the timeout)."""
+    deadlines = Deadlines(lambda key: None, resolution=0.001)
+    for i in range(2000):
+        slot = deadlines.add(str(i), 300.0 + i * 0.01)
+        deadlines.discard(str(i), slot)
+    assert deadlines._slots == {}  # the timers stay: small, and fire finding nothing
+    kept = deadlines.add("running", 300.0)
+    assert len(deadlines) == 1
+    deadlines.discard("running", kept)
+    assert deadlines._slots == {}
+    deadlines.close()
