@@ -70,9 +70,9 @@ Held = list[tuple[str, str]]
 
 class StallGuard:
     """See the module docstring. ``held`` returns the (id, token) pairs to renew; ``blocker``
-    names the activity whose task is running on the blocked loop, if any; ``on_renewed`` gets
-    (local monotonic time the renewal was sent, ids whose lease was gone) on the event loop;
-    ``on_stall_end`` gets the length of a stall the guard saw, on the event loop."""
+    names the activity whose task is running on the blocked loop, if any; ``on_lost`` gets the
+    ids a renewal found no longer held, on the event loop; ``on_stall_end`` gets the length of
+    a stall the guard saw, on the event loop."""
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class StallGuard:
         policy: StallPolicy,
         held: Callable[[], Held],
         blocker: Callable[[asyncio.Task[object] | None], str | None],
-        on_renewed: Callable[[float, list[str]], None],
+        on_lost: Callable[[list[str]], None],
         on_stall_end: Callable[[float], None],
     ) -> None:
         self._url = url
@@ -92,7 +92,7 @@ class StallGuard:
         self.policy = policy
         self._held = held
         self._blocker = blocker
-        self._on_renewed = on_renewed
+        self._on_lost = on_lost
         self._on_stall_end = on_stall_end
         self._tick = time.monotonic()
         self._stop = threading.Event()
@@ -100,9 +100,10 @@ class StallGuard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.renewals = 0  # renewals sent during stalls (for tests and diagnostics)
-        # Also readable before the loop runs ``on_renewed``: the local time of the last
-        # renewal, and the ids it found lost (whoever starts a prefetched activity right
-        # after a stall checks these; a float store and set updates are atomic in CPython).
+        # Read by the worker directly (a callback runs only after what was already due when
+        # the loop wakes): the local time of the last renewal and the ids renewals found
+        # lost, checked before a prefetched activity starts (a float store and set updates
+        # are atomic in CPython).
         self.renewed_at = 0.0
         self.lost: set[str] = set()
 
@@ -210,7 +211,8 @@ class StallGuard:
         self.renewals += 1
         self.lost.update(lost)
         self.renewed_at = sent_at
-        self._call_loop(self._on_renewed, sent_at, lost)
+        if lost:
+            self._call_loop(self._on_lost, lost)
         return True
 
     def _call_loop(self, callback: Callable[..., None], *args: object) -> None:

@@ -580,7 +580,7 @@ class Worker:
             policy=policy,
             held=lambda: list(self.held.items()),
             blocker=self._activity_of,
-            on_renewed=self._renewed_by_guard,
+            on_lost=self._lost_during_stall,
             on_stall_end=self._stall_ended,
         )
 
@@ -590,8 +590,7 @@ class Worker:
                 return activity_id
         return None
 
-    def _renewed_by_guard(self, sent_at: float, lost: list[str]) -> None:
-        self._renewed_at = max(self._renewed_at, sent_at)
+    def _lost_during_stall(self, lost: list[str]) -> None:
         for activity_id in lost:
             self._stop_activity(activity_id, "lease_lost")
         if self.stall_guard is not None:
