@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -16,6 +17,14 @@ from runnerq import ActivityClient, WorkerEngine
 from tests.support.redis_server import RedisServer
 
 _names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test (and after its event loop closed): whatever the test left
+    unclosed is reported against it, not against a later test that a random collection hits."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
