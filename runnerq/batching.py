@@ -1,20 +1,22 @@
 """``Coalescer``: many concurrent callers, one round trip.
 
 While one batch is on its way to Redis, new items queue up; they go together in the next
-batch as soon as the first returns. A lone caller pays no added latency; a crowd shares
-round trips. Used for enqueues and for fetching results.
+batch as soon as the first returns. A lone caller sends its item itself (no added latency);
+a crowd shares round trips. Used for enqueues and for fetching results.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_INLINE: Any = object()  # ``_task`` while a lone caller sends its item itself
 
 
 class Coalescer(Generic[T, R]):
@@ -31,12 +33,21 @@ class Coalescer(Generic[T, R]):
         self._max_batch = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._inline: asyncio.Future[None] | None = None  # the last lone caller's send
 
     async def submit(self, item: T) -> R:
+        if self._task is None:
+            # Nothing on its way: send this one from the caller's own task (no task to start
+            # and switch to); whoever comes meanwhile queues for the drain task started after.
+            self._task = _INLINE
+            self._inline = sent = asyncio.get_running_loop().create_future()
+            try:
+                return (await self._flush([item]))[0]
+            finally:
+                self._task = asyncio.create_task(self._drain()) if self._pending else None
+                sent.set_result(None)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -61,6 +72,8 @@ class Coalescer(Generic[T, R]):
 
     async def aclose(self) -> None:
         """Wait for what was submitted to be sent."""
+        if self._inline is not None:  # a caller sending its own; the queue follows it
+            await asyncio.shield(self._inline)
         task = self._task
         if task is not None:
             await asyncio.shield(task)

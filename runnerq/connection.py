@@ -39,10 +39,28 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class _LifecyclePool(BlockingConnectionPool):
-    """A blocking pool that also closes connections idle or alive for too long."""
+    """A blocking pool that also closes connections idle or alive for too long, and hands
+    out a free connection without the wait machinery (a condition, a timeout and metrics
+    hooks: about 0.1 ms per command on an idle machine) when one can be had at once."""
 
     idle_timeout: float | None = None
     max_lifetime: float | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._can_take_now():  # what the wait would give at once, without the wait
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _can_take_now(self) -> bool:
+        if getattr(self, "_in_maintenance", False):
+            return False  # redis-py locks the pool while it moves connections then
+        return bool(self.can_get_connection())
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         now = time.monotonic()
@@ -59,8 +77,14 @@ class _LifecyclePool(BlockingConnectionPool):
             connection._runnerq_born = now  # type: ignore[attr-defined]
 
     async def release(self, connection: AbstractConnection) -> None:
-        connection._runnerq_last = time.monotonic()  # type: ignore[attr-defined]
+        mark_used(connection)
         await super().release(connection)
+
+
+def mark_used(connection: AbstractConnection) -> None:
+    """Note that ``connection`` just did its work (a connection kept out of the pool for
+    long is not idle while it is in use: ``ensure_connection`` must not recycle it)."""
+    connection._runnerq_last = time.monotonic()  # type: ignore[attr-defined]
 
 
 def redact_url(url: str) -> str:
@@ -213,7 +237,7 @@ async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
         pool = getattr(client, "connection_pool", None)
         if not isinstance(pool, _LifecyclePool):
             return  # Cluster and Sentinel clients manage their own connections
-        held = [await pool.get_connection() for _ in range(min_idle)]  # type: ignore[no-untyped-call]
+        held = [await pool.get_connection() for _ in range(min_idle)]
         for conn in held:
             await pool.release(conn)
 

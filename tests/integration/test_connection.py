@@ -15,6 +15,7 @@ from runnerq import (
     RedisUnavailableError,
     WorkerEngine,
 )
+from runnerq.connection import connect
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -96,3 +97,25 @@ def test_redis_config_validation() -> None:
         RedisConfig(max_size=5, min_idle=6)
     with pytest.raises(ConfigurationError):
         RedisConfig(conn_timeout=0)
+
+
+async def test_the_pool_hands_out_free_connections_and_queues_when_exhausted(
+    redis_url: str,
+) -> None:
+    redis = connect(redis_url, RedisConfig(max_size=2, min_idle=0, conn_timeout=5))
+    pool: Any = redis.connection_pool
+    try:
+        held = [await pool.get_connection() for _ in range(2)]
+        assert held[0] is not held[1]
+        waiter = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # exhausted: it waits
+        await pool.release(held[0])
+        assert await waiter is held[0]
+        await pool.release(held[0])
+        assert await pool.get_connection() is held[0]  # a free one is reused, not a new one
+        for conn in held:
+            await pool.release(conn)
+        assert await redis.ping()
+    finally:
+        await redis.aclose()
