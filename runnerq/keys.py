@@ -82,3 +82,7 @@ class QueueKeys:
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}idem:{key}"
+
+    def wake(self, worker_id: str) -> str:
+        """A worker's own wake-up list: what stops its blocking wait for work at once."""
+        return f"{self.base}wake:{worker_id}"

@@ -16,6 +16,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP, QueueSettings
+from .connection import mark_used
 from .keys import QueueKeys
 from .priority import ActivityPriority
 from .record import DeadLetterEntry, ResultDocument
@@ -79,6 +80,7 @@ class QueueStore:
         self.scripts = scripts
         self.is_cluster = isinstance(client, RedisCluster)
         self._result_ttl_ms = _ms(settings.result_ttl)
+        self._waiter: Any = None  # the connection wait_then_claim keeps
 
     async def load_scripts(self) -> None:
         await self.scripts.load(self.redis)
@@ -187,6 +189,74 @@ class QueueStore:
             [k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq, k.redeliveries],
             [count, _ms(lease), worker_id],
         )
+
+    async def wait_then_claim(
+        self, wake_keys: list[str], timeout: float, call: ScriptCall
+    ) -> tuple[str | None, str | None, Claim | None]:
+        """Wait up to ``timeout`` seconds for a wake-up token on ``wake_keys`` (BLPOP), then run
+        ``call`` (a claim), whatever woke it; returns (the list the token came from, the
+        token; both None on a timeout) and the claim.
+
+        One round trip: both commands are written at once, so Redis runs the claim as soon as
+        the token arrives instead of after a reply and a request have crossed the network.
+        They go over a connection kept for this (``close_waiter`` gives it back), so a
+        wake-up pays for no pool or pipeline bookkeeping before its activities start. On
+        Cluster, where redis-py sends no raw commands to a node, two round trips."""
+        if self.is_cluster:
+            popped = await self.redis.blpop(wake_keys, timeout=timeout)
+            reply = await call.script(keys=call.keys, args=call.args)
+        else:
+            popped, reply = await self._wait_then_run(wake_keys, timeout, call)
+        source, token = (str(popped[0]), str(popped[1])) if popped else (None, None)
+        return source, token, self.parse_claim([reply])
+
+    async def _wait_then_run(self, wake_keys: list[str], timeout: float, call: ScriptCall) -> Any:
+        pool: Any = self.redis.connection_pool
+        conn = self._waiter
+        if conn is None:
+            conn = self._waiter = await pool.get_connection()
+        else:
+            await pool.ensure_connection(conn)  # reconnects one that was dropped
+        try:
+            packed = conn.pack_commands(
+                [
+                    ("BLPOP", *wake_keys, timeout),
+                    ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
+                ]
+            )
+            await conn.send_packed_command(packed, check_health=False)
+            popped = await conn.read_response()
+            try:
+                reply = await conn.read_response()
+            except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
+                await self.load_scripts()
+                raise
+            finally:
+                mark_used(conn)
+        except NoScriptError:
+            raise  # both replies were read: the connection is fine
+        except BaseException:
+            # A reply may still be on its way (or a claim may run): never reuse it.
+            self._waiter = None
+            await conn.disconnect()
+            await pool.release(conn)
+            raise
+        return popped, reply
+
+    async def close_waiter(self) -> None:
+        """Give the connection of ``wait_then_claim`` back to the pool."""
+        conn, self._waiter = self._waiter, None
+        if conn is not None:
+            await self.redis.connection_pool.release(conn)
+
+    async def wake(self, worker_id: str) -> None:
+        """End ``worker_id``'s blocking wait (``wait_then_claim``) at once; the token expires
+        if nobody waits."""
+        key = self.keys.wake(worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, "stop")
+            pipe.pexpire(key, 60_000)
+            await pipe.execute()
 
     @staticmethod
     def parse_claim(replies: list[Any]) -> Claim | None:

@@ -2,10 +2,11 @@
 
 Tasks of a running worker:
 
-* wake listener: blocks on the queue's notify list (BLPOP) while the worker has free slots,
-  and wakes the dispatcher and scheduler within a round trip of an enqueue;
 * dispatcher: claims up to "free slots" (plus a prefetch buffer) ready activities per round
-  trip into the buffer;
+  trip into the buffer; when the queue is drained it blocks on the queue's notify list (BLPOP)
+  with the next claim pipelined behind it, so Redis claims for it the moment an enqueue's
+  wake-up token arrives (one round trip from enqueue to a claimed activity); an 's' token
+  wakes the scheduler;
 * slots: ``max_workers`` tasks that each run buffered activities one after the other;
 * scheduler: promotes due scheduled activities, sleeping until the next due time (a local
   timer, so precision does not depend on Redis's 100 ms blocking-timeout resolution);
@@ -72,8 +73,8 @@ log = logging.getLogger("runnerq.worker")
 
 _COMPLETE_CHUNK = 500
 _MAX_BACKOFF = 5.0
-# Short, so a quiet BLPOP never meets a configured socket_timeout (RedisConfig) of 2 s or more,
-# and a stopping worker's listener ends soon even if its cancellation was swallowed.
+# Short, so an idle dispatcher's BLPOP never meets a configured socket_timeout (RedisConfig) of
+# 2 s or more, and a stopping worker's loops end soon even if a cancellation was swallowed.
 _BLOCK_SECONDS = 2
 _NOTHING_LOST: AbstractSet[str] = frozenset()
 
@@ -150,10 +151,14 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
+        self._wake_key = self.store.keys.wake(self.worker_id)
         self.running: dict[str, _Running] = {}
         # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock,
-        # local monotonic time of the claim).
-        self._buffer: collections.deque[tuple[str, str, str, float, float]] = collections.deque()
+        # local monotonic time the claim was sent (its lease began no earlier), local time it
+        # was added to ``held`` (renewals sent later cover its lease)).
+        self._buffer: collections.deque[tuple[str, str, str, float, float, float]] = (
+            collections.deque()
+        )
         prefetch = settings.max_workers if settings.prefetch is None else settings.prefetch
         self._capacity = settings.max_workers + prefetch
         # Refill the buffer in batches, not one activity at a time.
@@ -167,7 +172,6 @@ class Worker:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self._free = asyncio.Event()
-        self._wake = asyncio.Event()
         self._sched_wake = asyncio.Event()
         self._acks: list[_Ack] = []
         self._ack_ready = asyncio.Event()
@@ -208,7 +212,6 @@ class Worker:
             for i in range(self.settings.max_workers)
         ]
         self._tasks = [
-            spawn(self._wake_loop(), name="runnerq-wake"),
             spawn(self._schedule_loop(), name="runnerq-scheduler"),
             spawn(self._cancel_loop(), name="runnerq-cancel"),
         ]
@@ -228,10 +231,14 @@ class Worker:
         self._stopping = True
         self._stop_event.set()
         # The dispatcher is never cancelled mid-claim (it would orphan leased activities until
-        # their leases expire): it sees the flag at its next wait and returns.
+        # their leases expire): it sees the flag at its next wait and returns. A wait for work
+        # in Redis ends when the worker's own wake-up list gets a token (or within
+        # _block_seconds() if Redis cannot be told).
         self._free.set()
-        self._wake.set()
         self._sched_wake.set()
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            async with asyncio.timeout(1.0):
+                await self.store.wake(self.worker_id)
         if self._dispatch_task is not None:
             done, _ = await asyncio.wait([self._dispatch_task], timeout=grace + 10)
             if not done:
@@ -257,6 +264,8 @@ class Worker:
         if self._slots:
             await asyncio.wait(self._slots)
         await self._drain_acks()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.store.close_waiter()
         await self._release_held()
         self._acks_closed = True
         self._ack_ready.set()
@@ -301,38 +310,17 @@ class Worker:
         """How many more activities this worker may hold: slots plus its prefetch buffer."""
         return self._capacity - len(self.running) - len(self._buffer)
 
-    async def _wake_loop(self) -> None:
-        backoff = _Backoff()
-        notify = self.store.keys.notify
-        while not self._stopping:
-            if self._room() <= 0:
-                self._free.clear()
-                await self._free.wait()
-                continue
-            try:
-                token = await self.store.redis.blpop([notify], timeout=_BLOCK_SECONDS)
-            except REDIS_ERRORS as exc:
-                await backoff.sleep("waiting for work", exc)
-                continue
-            except Exception as exc:
-                log.exception("unexpected error while waiting for work")
-                await backoff.sleep("waiting for work", exc)
-                continue
-            backoff.reset()
-            if token is None:
-                continue
-            if token[1] == "s":  # the schedule changed (enqueue.lua): only the scheduler
-                self._sched_wake.set()
-                continue
-            if self._room() <= 0:
-                # Full since we blocked: pass the wake-up on to another worker.
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await self.store.redis.lpush(notify, token[1])
-            self._wake.set()
+    def _block_seconds(self) -> float:
+        """How long an idle dispatcher's wait for a wake-up lasts before it claims anyway."""
+        s = self.settings
+        # A quarter lease at most: what such a wait claims is not started if its lease may have
+        # run out, and the lease is taken as starting when the wait began (``_next_buffered``).
+        return min(_BLOCK_SECONDS, s.schedule_poll_interval, s.lease_duration / 4)
 
     async def _dispatch_loop(self) -> None:
         backoff = _Backoff(self._stop_event)
         settings = self.settings
+        drained = False  # the last claim found less than it asked for: wait for a wake-up
         while not self._stopping:
             room = self._room()
             hungry = not self._buffer and self._free_slots() > 0
@@ -342,14 +330,19 @@ class Worker:
                     await self._free.wait()
                 continue
             want = min(room, settings.claim_batch)
-            self._wake.clear()
+            sent_at = time.monotonic()
             try:
-                claim = await self._claim_with_acks(want)
+                if drained:
+                    claim = await self._wait_then_claim(want)
+                else:
+                    claim = await self._claim_with_acks(want)
             except REDIS_ERRORS as exc:
+                drained = False
                 self.metrics.inc_counter(REDIS_ERRORS_METRIC)
                 await backoff.sleep("claiming", exc)
                 continue
             except Exception as exc:
+                drained = False
                 if not isinstance(exc, NoScriptError):
                     log.exception("unexpected error while claiming")
                 await backoff.sleep("claiming", exc)
@@ -360,24 +353,40 @@ class Worker:
                 if not self.paused:
                     log.info("queue %s is paused: not claiming", self.store.keys.queue)
                 self.paused = True
-                await self._sleep_until_woken(settings.schedule_poll_interval)
+                drained = True  # wait for a wake-up (resuming sends one), then try again
                 continue
             if self.paused:
                 log.info("queue %s resumed", self.store.keys.queue)
                 self.paused = False
                 self._free.set()
-            claimed_locally = time.monotonic()
+            held_since = time.monotonic()
             for activity_id, times in claim.redelivered.items():
                 if times >= settings.max_redeliveries:
                     self._poisoned[activity_id] = times
             for activity_id, raw in claim.items:
                 self.held[activity_id] = claim.token
-                self._buffer.append((activity_id, raw, claim.token, claim.now, claimed_locally))
+                self._buffer.append((activity_id, raw, claim.token, claim.now, sent_at, held_since))
             if self._stopping:
                 return  # what was just claimed is handed straight back by stop()
             self._wake_slots()
-            if len(claim.items) < want:
-                await self._sleep_until_woken(settings.schedule_poll_interval)
+            drained = len(claim.items) < want
+            if claim.items:
+                # Let the woken slots start their activities before this loop packs and sends
+                # its next claim (an idle worker's enqueue-to-start latency).
+                await asyncio.sleep(0)
+
+    async def _wait_then_claim(self, want: int) -> Claim | None:
+        """Block until a wake-up (an enqueue, a promotion, a reaped lease, stop) and claim in
+        the same round trip; acknowledgements go on their own meanwhile (the acker)."""
+        store = self.store
+        source, token, claim = await store.wait_then_claim(
+            [store.keys.notify, self._wake_key],
+            self._block_seconds(),
+            store.claim_call(want, self.settings.lease_duration, self.worker_id),
+        )
+        if token == "s" and source == store.keys.notify:
+            self._sched_wake.set()  # the earliest due time may have changed (enqueue.lua)
+        return claim
 
     async def _claim_with_acks(self, want: int) -> Claim | None:
         """Claim, sending the acknowledgements waiting at that moment in the same round trip
@@ -423,11 +432,14 @@ class Worker:
             renewed_at = max(renewed_at, self.stall_guard.renewed_at)
             lost = self.stall_guard.lost
         while buffer and not self._stopping:
-            activity_id, raw, token, claimed_at, claimed_locally = buffer.popleft()
+            activity_id, raw, token, claimed_at, claim_sent, held_since = buffer.popleft()
             if self.held.get(activity_id) != token or activity_id in lost:
                 self._poisoned.pop(activity_id, None)
                 continue  # cancelled or lease lost while it waited in the buffer
-            if max(claimed_locally, renewed_at) < stale:
+            # A renewal covers the lease only if it was sent after the lease was in ``held``
+            # (a claim reply read after a stall was not in the guard's renewals).
+            fresh_since = max(claim_sent, renewed_at) if renewed_at >= held_since else claim_sent
+            if fresh_since < stale:
                 self.held.pop(activity_id, None)
                 self._poisoned.pop(activity_id, None)
                 continue
@@ -462,26 +474,17 @@ class Worker:
                     task.uncancel()  # the cancellations were this activity's, not the slot's
                 self._finished(activity_id)
 
-    async def _sleep_until_woken(self, timeout: float) -> None:
-        if self._stopping:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-
     async def _schedule_loop(self) -> None:
         backoff = _Backoff()
         poll = self.settings.schedule_poll_interval
         while not self._stopping:
             self._sched_wake.clear()
             try:
-                moved, next_due = await self.store.promote_due()
+                _, next_due = await self.store.promote_due()  # promoted ones wake claimers
             except Exception as exc:
                 await backoff.sleep("promoting scheduled activities", exc)
                 continue
             backoff.reset()
-            if moved:
-                self._wake.set()
             wait = poll if next_due is None else min(next_due, poll)
             if wait <= 0:
                 continue
@@ -559,7 +562,6 @@ class Worker:
         reaped = await self.store.reap()
         if reaped:
             log.info("returned %d activities with expired leases to the queue", reaped)
-            self._wake.set()
         self._queue_defaults = await self.store.get_config()
         self.last_redis_ok = time.monotonic()
 

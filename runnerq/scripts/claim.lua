@@ -19,6 +19,12 @@
 -- (so the worker can dead-letter poison that keeps killing workers); a claimed id whose
 -- record is missing comes with an empty record, so the worker dead-letters it too.
 
+-- Nothing left to claim: the '1' wake-ups left would only wake workers for nothing. An 's'
+-- (the schedule changed) stays for a worker's scheduler.
+local function drop_ready_tokens(notify)
+  redis.call('LREM', notify, 0, '1')
+end
+
 local ready, inflight, leases, jobs, config, notify, seq, redeliveries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
@@ -30,7 +36,7 @@ end
 local now = now_ms()
 local popped = redis.call('ZPOPMIN', ready, tonumber(ARGV[1]))
 if #popped == 0 then
-  redis.call('DEL', notify)
+  drop_ready_tokens(notify)
   return { now, '', {} }
 end
 
@@ -65,6 +71,6 @@ for i = 1, #ids do
   out[#out + 1] = records[i] or ''
 end
 if redis.call('ZCARD', ready) == 0 then
-  redis.call('DEL', notify)
+  drop_ready_tokens(notify)
 end
 return out

@@ -118,3 +118,50 @@ async def test_without_the_guard_or_past_its_limit_the_leases_expire(
     assert sum(reaped) >= 6
     assert runs[blocker] == 2  # re-run after its lease was reaped
     assert (await client.get_stats()).redelivered >= 6
+
+
+async def test_a_claim_answered_during_a_block_is_not_started_on_an_expired_lease(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any, redis_url: str
+) -> None:
+    """An idle worker waits for work in Redis with its next claim queued behind the wait.
+    If the event loop blocks meanwhile, Redis still claims for it: that lease is in no
+    renewal (the guard renews what the worker knew it held), expires, and the reaper hands
+    the activity out again. Read after the block, the claim must not be run on its stale
+    lease (it would run twice); the activity runs once, from its next claim."""
+    engine = make_engine(lease_duration=LEASE, heartbeat_interval=HEARTBEAT, max_workers=2)
+    runs: collections.Counter[str] = collections.Counter()
+    blocking = threading.Event()
+
+    @engine.activity("block")
+    async def block(payload: Any, ctx: ActivityContext) -> Any:
+        runs[ctx.activity_id] += 1
+        await asyncio.sleep(0.3)  # the worker's claim is now waiting in Redis
+        blocking.set()
+        time.sleep(BLOCK)  # blocks the event loop: the point of the test
+        return payload
+
+    @engine.activity("ok")
+    async def ok(payload: Any, ctx: ActivityContext) -> Any:
+        runs[ctx.activity_id] += 1
+        return payload
+
+    def enqueue_during_the_block(ids: list[str]) -> None:
+        async def main() -> None:
+            async with ActivityClient(redis_url, client.queue_name) as other:
+                ids.append((await other.execute_activity("ok", "late")).activity_id)
+
+        assert blocking.wait(10)
+        asyncio.run(main())
+
+    await run_engine(engine)
+    late_ids: list[str] = []
+    producer = threading.Thread(target=enqueue_during_the_block, args=(late_ids,))
+    with reaper(redis_url, client.queue_name) as reaped:
+        blocker = await client.execute_activity("block", "b")
+        producer.start()
+        assert await blocker.get_result(timeout=15) == "b"
+        producer.join(10)
+        assert await client.future(late_ids[0]).get_result(timeout=15) == "late"
+    assert sum(reaped) >= 1  # the late activity's lease expired during the block
+    assert runs[late_ids[0]] == 1
+    assert runs[blocker.activity_id] == 1  # the guard kept the blocker's lease
