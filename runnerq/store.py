@@ -23,7 +23,7 @@ from .record import DeadLetterEntry, ResultDocument
 from .scripts import Scripts
 from .stats import QueueStats
 
-__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore", "ScriptCall"]
+__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore", "ScriptCall", "Waiter"]
 
 SEQ_SPAN = 2**48
 # Queue configuration fields the engine reads (the operator writes them).
@@ -59,6 +59,13 @@ class ScriptCall:
     args: list[Any]
 
 
+@dataclass(slots=True)
+class Waiter:
+    """One worker's connection for ``QueueStore.wait_then_claim`` (None until first used)."""
+
+    conn: Any = None
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """Activities leased to one worker in one round trip."""
@@ -80,7 +87,6 @@ class QueueStore:
         self.scripts = scripts
         self.is_cluster = isinstance(client, RedisCluster)
         self._result_ttl_ms = _ms(settings.result_ttl)
-        self._waiter: Any = None  # the connection wait_then_claim keeps
 
     async def load_scripts(self) -> None:
         await self.scripts.load(self.redis)
@@ -191,7 +197,7 @@ class QueueStore:
         )
 
     async def wait_then_claim(
-        self, wake_keys: list[str], timeout: float, call: ScriptCall
+        self, waiter: Waiter, wake_keys: list[str], timeout: float, call: ScriptCall
     ) -> tuple[str | None, str | None, Claim | None]:
         """Wait up to ``timeout`` seconds for a wake-up token on ``wake_keys`` (BLPOP), then run
         ``call`` (a claim), whatever woke it; returns (the list the token came from, the
@@ -199,22 +205,24 @@ class QueueStore:
 
         One round trip: both commands are written at once, so Redis runs the claim as soon as
         the token arrives instead of after a reply and a request have crossed the network.
-        They go over a connection kept for this (``close_waiter`` gives it back), so a
-        wake-up pays for no pool or pipeline bookkeeping before its activities start. On
-        Cluster, where redis-py sends no raw commands to a node, two round trips."""
+        They go over a connection ``waiter`` keeps for its worker (``close_waiter`` gives it
+        back), so a wake-up pays for no pool or pipeline bookkeeping before its activities
+        start. On Cluster, where redis-py sends no raw commands to a node, two round trips."""
         if self.is_cluster:
             popped = await self.redis.blpop(wake_keys, timeout=timeout)
             reply = await call.script(keys=call.keys, args=call.args)
         else:
-            popped, reply = await self._wait_then_run(wake_keys, timeout, call)
+            popped, reply = await self._wait_then_run(waiter, wake_keys, timeout, call)
         source, token = (str(popped[0]), str(popped[1])) if popped else (None, None)
         return source, token, self.parse_claim([reply])
 
-    async def _wait_then_run(self, wake_keys: list[str], timeout: float, call: ScriptCall) -> Any:
+    async def _wait_then_run(
+        self, waiter: Waiter, wake_keys: list[str], timeout: float, call: ScriptCall
+    ) -> Any:
         pool: Any = self.redis.connection_pool
-        conn = self._waiter
+        conn = waiter.conn
         if conn is None:
-            conn = self._waiter = await pool.get_connection()
+            conn = waiter.conn = await pool.get_connection()
         else:
             await pool.ensure_connection(conn)  # reconnects one that was dropped
         try:
@@ -237,15 +245,15 @@ class QueueStore:
             raise  # both replies were read: the connection is fine
         except BaseException:
             # A reply may still be on its way (or a claim may run): never reuse it.
-            self._waiter = None
+            waiter.conn = None
             await conn.disconnect()
             await pool.release(conn)
             raise
         return popped, reply
 
-    async def close_waiter(self) -> None:
-        """Give the connection of ``wait_then_claim`` back to the pool."""
-        conn, self._waiter = self._waiter, None
+    async def close_waiter(self, waiter: Waiter) -> None:
+        """Give the connection ``waiter`` kept for ``wait_then_claim`` back to the pool."""
+        conn, waiter.conn = waiter.conn, None
         if conn is not None:
             await self.redis.connection_pool.release(conn)
 

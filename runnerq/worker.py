@@ -65,7 +65,7 @@ from .metrics import (
 from .pubsub import read_messages
 from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
 from .stall_guard import StallGuard, StallPolicy
-from .store import Claim, ScriptCall
+from .store import Claim, ScriptCall, Waiter
 
 __all__ = ["Worker", "new_worker_id"]
 
@@ -152,6 +152,7 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
         self._wake_key = self.store.keys.wake(self.worker_id)
+        self._waiter = Waiter()  # the dispatcher's connection while it waits for work
         self.running: dict[str, _Running] = {}
         # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock,
         # local monotonic time the claim was sent (its lease began no earlier), local time it
@@ -265,7 +266,7 @@ class Worker:
             await asyncio.wait(self._slots)
         await self._drain_acks()
         with contextlib.suppress(*REDIS_ERRORS):
-            await self.store.close_waiter()
+            await self.store.close_waiter(self._waiter)
         await self._release_held()
         self._acks_closed = True
         self._ack_ready.set()
@@ -328,6 +329,7 @@ class Worker:
                 self._free.clear()
                 if not self._stopping:
                     await self._free.wait()
+                drained = False  # full for a while: claim what came meanwhile at once
                 continue
             want = min(room, settings.claim_batch)
             sent_at = time.monotonic()
@@ -370,9 +372,10 @@ class Worker:
                 return  # what was just claimed is handed straight back by stop()
             self._wake_slots()
             drained = len(claim.items) < want
-            if claim.items:
+            if drained and claim.items:
                 # Let the woken slots start their activities before this loop packs and sends
-                # its next claim (an idle worker's enqueue-to-start latency).
+                # its wait (an idle worker's enqueue-to-start latency). Not under load: there
+                # the next claim goes out at once, while the slots run this batch.
                 await asyncio.sleep(0)
 
     async def _wait_then_claim(self, want: int) -> Claim | None:
@@ -380,6 +383,7 @@ class Worker:
         the same round trip; acknowledgements go on their own meanwhile (the acker)."""
         store = self.store
         source, token, claim = await store.wait_then_claim(
+            self._waiter,
             [store.keys.notify, self._wake_key],
             self._block_seconds(),
             store.claim_call(want, self.settings.lease_duration, self.worker_id),
