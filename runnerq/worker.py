@@ -629,7 +629,7 @@ class Worker:
         self.running.pop(activity_id, None)
         if not self.running:
             self._all_idle.set()
-        # Wake the dispatcher (and the wake-up listener) only when it has something to do:
+        # Wake the dispatcher only when it has something to do:
         # room for a whole refill, room at all, or nothing left to run. A wake-up per finished
         # activity would cost a loop turn each.
         room = self._room()
