@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-_INLINE: Any = object()  # ``_task`` while a lone caller sends its item itself
 
 
 class Coalescer(Generic[T, R]):
@@ -36,19 +34,23 @@ class Coalescer(Generic[T, R]):
         self._inline: asyncio.Future[None] | None = None  # the last lone caller's send
 
     async def submit(self, item: T) -> R:
-        if self._task is None:
-            # Nothing on its way: send this one from the caller's own task (no task to start
-            # and switch to); whoever comes meanwhile queues for the drain task started after.
-            self._task = _INLINE
+        if not self._sending():
+            # Send this one from the caller's own task (no task to start and switch to);
+            # whoever comes meanwhile queues for the drain task started after.
             self._inline = sent = asyncio.get_running_loop().create_future()
             try:
                 return (await self._flush([item]))[0]
             finally:
-                self._task = asyncio.create_task(self._drain()) if self._pending else None
                 sent.set_result(None)
+                if self._pending:
+                    self._task = asyncio.create_task(self._drain())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         return await future
+
+    def _sending(self) -> bool:
+        inline = self._inline
+        return self._task is not None or (inline is not None and not inline.done())
 
     async def _drain(self) -> None:
         try:

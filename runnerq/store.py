@@ -61,8 +61,10 @@ class ScriptCall:
 
 @dataclass(slots=True)
 class Waiter:
-    """One worker's connection for ``QueueStore.wait_then_claim`` (None until first used)."""
+    """One worker's wait for work (``QueueStore.wait_then_claim``): its own wake-up list and
+    the connection it keeps (None until first used)."""
 
+    wake_key: str
     conn: Any = None
 
 
@@ -196,59 +198,62 @@ class QueueStore:
             [count, _ms(lease), worker_id],
         )
 
+    def waiter(self, worker_id: str) -> Waiter:
+        """What ``worker_id`` waits for work with (``wait_then_claim``)."""
+        return Waiter(self.keys.wake(worker_id))
+
     async def wait_then_claim(
-        self, waiter: Waiter, wake_keys: list[str], timeout: float, call: ScriptCall
-    ) -> tuple[str | None, str | None, Claim | None]:
-        """Wait up to ``timeout`` seconds for a wake-up token on ``wake_keys`` (BLPOP), then run
-        ``call`` (a claim), whatever woke it; returns (the list the token came from, the
-        token; both None on a timeout) and the claim.
+        self, waiter: Waiter, timeout: float, call: ScriptCall
+    ) -> tuple[bool, Claim | None]:
+        """Wait up to ``timeout`` seconds for a wake-up token (BLPOP on the queue's notify
+        list and the waiter's own), then run ``call`` (a claim), whatever woke it; returns
+        whether the token said the schedule changed ('s'), and the claim.
 
         One round trip: both commands are written at once, so Redis runs the claim as soon as
         the token arrives instead of after a reply and a request have crossed the network.
-        They go over a connection ``waiter`` keeps for its worker (``close_waiter`` gives it
-        back), so a wake-up pays for no pool or pipeline bookkeeping before its activities
-        start. On Cluster, where redis-py sends no raw commands to a node, two round trips."""
+        They go over a connection the waiter keeps (``close_waiter`` gives it back), so a
+        wake-up pays for no pool or pipeline bookkeeping before its activities start. On
+        Cluster, where redis-py sends no raw commands to a node, two round trips."""
+        wake_keys = [self.keys.notify, waiter.wake_key]
+        popped: Any
         if self.is_cluster:
             popped = await self.redis.blpop(wake_keys, timeout=timeout)
             reply = await call.script(keys=call.keys, args=call.args)
         else:
             popped, reply = await self._wait_then_run(waiter, wake_keys, timeout, call)
-        source, token = (str(popped[0]), str(popped[1])) if popped else (None, None)
-        return source, token, self.parse_claim([reply])
+        schedule_changed = bool(popped) and popped[0] == self.keys.notify and popped[1] == "s"
+        return schedule_changed, self.parse_claim([reply])
 
     async def _wait_then_run(
         self, waiter: Waiter, wake_keys: list[str], timeout: float, call: ScriptCall
-    ) -> Any:
+    ) -> tuple[Any, Any]:
         pool: Any = self.redis.connection_pool
         conn = waiter.conn
         if conn is None:
             conn = waiter.conn = await pool.get_connection()
         else:
             await pool.ensure_connection(conn)  # reconnects one that was dropped
+        packed = conn.pack_commands(
+            [
+                ("BLPOP", *wake_keys, timeout),
+                ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
+            ]
+        )
         try:
-            packed = conn.pack_commands(
-                [
-                    ("BLPOP", *wake_keys, timeout),
-                    ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
-                ]
-            )
             await conn.send_packed_command(packed, check_health=False)
             popped = await conn.read_response()
-            try:
-                reply = await conn.read_response()
-            except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
-                await self.load_scripts()
-                raise
-            finally:
-                mark_used(conn)
-        except NoScriptError:
-            raise  # both replies were read: the connection is fine
+            reply = await conn.read_response()
+        except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
+            mark_used(conn)  # both replies were read: the connection is fine
+            await self.load_scripts()
+            raise
         except BaseException:
             # A reply may still be on its way (or a claim may run): never reuse it.
             waiter.conn = None
             await conn.disconnect()
             await pool.release(conn)
             raise
+        mark_used(conn)
         return popped, reply
 
     async def close_waiter(self, waiter: Waiter) -> None:
@@ -257,13 +262,11 @@ class QueueStore:
         if conn is not None:
             await self.redis.connection_pool.release(conn)
 
-    async def wake(self, worker_id: str) -> None:
-        """End ``worker_id``'s blocking wait (``wait_then_claim``) at once; the token expires
-        if nobody waits."""
-        key = self.keys.wake(worker_id)
+    async def wake(self, waiter: Waiter) -> None:
+        """End the waiter's ``wait_then_claim`` at once; the token expires if nobody waits."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, "stop")
-            pipe.pexpire(key, 60_000)
+            pipe.lpush(waiter.wake_key, "stop")
+            pipe.pexpire(waiter.wake_key, 60_000)
             await pipe.execute()
 
     @staticmethod

@@ -65,7 +65,7 @@ from .metrics import (
 from .pubsub import read_messages
 from .record import ActivityRecord, CorruptRecordError, DeadLetterEntry, ResultDocument, encode_json
 from .stall_guard import StallGuard, StallPolicy
-from .store import Claim, ScriptCall, Waiter
+from .store import Claim, ScriptCall
 
 __all__ = ["Worker", "new_worker_id"]
 
@@ -151,8 +151,7 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
-        self._wake_key = self.store.keys.wake(self.worker_id)
-        self._waiter = Waiter()  # the dispatcher's connection while it waits for work
+        self._waiter = self.store.waiter(self.worker_id)  # the dispatcher's wait for work
         self.running: dict[str, _Running] = {}
         # Claimed, not yet started: (id, raw record, token, claim time by the Redis clock,
         # local monotonic time the claim was sent (its lease began no earlier), local time it
@@ -239,7 +238,7 @@ class Worker:
         self._sched_wake.set()
         with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
             async with asyncio.timeout(1.0):
-                await self.store.wake(self.worker_id)
+                await self.store.wake(self._waiter)
         if self._dispatch_task is not None:
             done, _ = await asyncio.wait([self._dispatch_task], timeout=grace + 10)
             if not done:
@@ -381,14 +380,12 @@ class Worker:
     async def _wait_then_claim(self, want: int) -> Claim | None:
         """Block until a wake-up (an enqueue, a promotion, a reaped lease, stop) and claim in
         the same round trip; acknowledgements go on their own meanwhile (the acker)."""
-        store = self.store
-        source, token, claim = await store.wait_then_claim(
+        schedule_changed, claim = await self.store.wait_then_claim(
             self._waiter,
-            [store.keys.notify, self._wake_key],
             self._block_seconds(),
-            store.claim_call(want, self.settings.lease_duration, self.worker_id),
+            self.store.claim_call(want, self.settings.lease_duration, self.worker_id),
         )
-        if token == "s" and source == store.keys.notify:
+        if schedule_changed:
             self._sched_wake.set()  # the earliest due time may have changed (enqueue.lua)
         return claim
 
