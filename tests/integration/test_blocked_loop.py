@@ -21,6 +21,12 @@ import pytest
 from runnerq import ActivityClient, ActivityContext, InMemoryMetrics
 from runnerq.metrics import EVENT_LOOP_STALL
 from tests.conftest import EngineFactory
+from tests.support.polling import eventually
+
+
+async def _value(value: Any) -> Any:
+    return value
+
 
 LEASE = 0.6
 HEARTBEAT = 0.15
@@ -98,6 +104,8 @@ async def test_blocking_handler_keeps_its_leases_and_its_neighbours(
     assert sorted(runs.values()) == [1] * 6  # nothing ran twice
     stats = await client.get_stats()
     assert (stats.redelivered, stats.completed, stats.running) == (0, 6, 0)
+    # The guard sees the stall end at its next check after the loop is free: wait for it.
+    await eventually(lambda: _value(metrics.durations[EVENT_LOOP_STALL]), what="stall reported")
     stalls = metrics.durations[EVENT_LOOP_STALL]
     assert len(stalls) == 1 and 1.0 < stalls[0] < BLOCK + 1
 
@@ -128,16 +136,20 @@ async def test_a_claim_answered_during_a_block_is_not_started_on_an_expired_leas
     renewal (the guard renews what the worker knew it held), expires, and the reaper hands
     the activity out again. Read after the block, the claim must not be run on its stale
     lease (it would run twice); the activity runs once, from its next claim."""
-    engine = make_engine(lease_duration=LEASE, heartbeat_interval=HEARTBEAT, max_workers=2)
+    # A lease of 1.6 s: the worker's wait lasts a quarter lease (0.4 s) before its queued claim
+    # runs anyway, so the late enqueue below lands while the first wait is still pending.
+    engine = make_engine(
+        lease_duration=1.6, heartbeat_interval=0.4, max_workers=2, schedule_poll_interval=60
+    )
     runs: collections.Counter[str] = collections.Counter()
     blocking = threading.Event()
 
     @engine.activity("block")
     async def block(payload: Any, ctx: ActivityContext) -> Any:
         runs[ctx.activity_id] += 1
-        await asyncio.sleep(0.3)  # the worker's claim is now waiting in Redis
+        await asyncio.sleep(0.05)  # the worker sends its wait, claim queued behind it
         blocking.set()
-        time.sleep(BLOCK)  # blocks the event loop: the point of the test
+        time.sleep(2.5)  # blocks the event loop past the late activity's lease
         return payload
 
     @engine.activity("ok")
@@ -148,17 +160,18 @@ async def test_a_claim_answered_during_a_block_is_not_started_on_an_expired_leas
     def enqueue_during_the_block(ids: list[str]) -> None:
         async def main() -> None:
             async with ActivityClient(redis_url, client.queue_name) as other:
+                await other.connect()  # before the block starts
+                assert await asyncio.to_thread(blocking.wait, 10)
                 ids.append((await other.execute_activity("ok", "late")).activity_id)
 
-        assert blocking.wait(10)
         asyncio.run(main())
 
     await run_engine(engine)
     late_ids: list[str] = []
     producer = threading.Thread(target=enqueue_during_the_block, args=(late_ids,))
+    producer.start()  # connects now, enqueues once the block starts
     with reaper(redis_url, client.queue_name) as reaped:
         blocker = await client.execute_activity("block", "b")
-        producer.start()
         assert await blocker.get_result(timeout=15) == "b"
         producer.join(10)
         assert await client.future(late_ids[0]).get_result(timeout=15) == "late"
