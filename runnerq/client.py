@@ -23,11 +23,11 @@ from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .priority import ActivityPriority
-from .record import DeadLetterEntry, encode_record
+from .record import DeadLetterEntry, encode_payload, encode_record, record_middle
 from .results import ResultListener
 from .scripts import Scripts
 from .stats import QueueStats
-from .store import EnqueueItem, QueueStore
+from .store import EnqueueItem, QueueStore, enqueue_head
 
 __all__ = ["ActivityBuilder", "ActivityClient"]
 
@@ -109,11 +109,11 @@ class ActivityClient:
     async def enqueue_many(
         self, activities: Iterable[tuple[str, Any] | tuple[str, Any, ActivityOption | None]]
     ) -> list[ActivityFuture]:
-        """Enqueue many activities in as few round trips as possible (bulk enqueue)."""
-        items = [
-            self._prepare(entry[0], entry[1], (entry[2] if len(entry) > 2 else None) or _NO_OPTIONS)
-            for entry in activities
-        ]
+        """Enqueue many activities in as few round trips as possible (bulk enqueue).
+
+        Each entry is ``(type, payload)`` or ``(type, payload, options)``. Every entry is
+        checked and encoded before anything is sent: a bad one raises and enqueues none."""
+        items = self._prepare_many(activities)
         batches = [items[i : i + _ENQUEUE_BATCH] for i in range(0, len(items), _ENQUEUE_BATCH)]
         if not batches:
             return []
@@ -132,10 +132,7 @@ class ActivityClient:
 
     def _prepare(self, activity_type: str, payload: Any, options: ActivityOption) -> EnqueueItem:
         """Validate and encode one activity (the hot path of every enqueue: one JSON encode)."""
-        if not isinstance(activity_type, str) or not activity_type:
-            raise ConfigurationError(
-                f"activity type must be a non-empty string, not {activity_type!r}"
-            )
+        self._check_type(activity_type)
         activity_id = self._new_id()
         record_json = encode_record(
             activity_id,
@@ -149,14 +146,56 @@ class ActivityClient:
             options.idempotency_key,
             self.settings.max_payload_bytes,
         )
-        return EnqueueItem(
-            id=activity_id,
-            record_json=record_json,
-            priority=options.priority,
-            delay=options.delay or 0.0,
-            due_at=options.run_at.timestamp() if options.run_at is not None else None,
-            idempotency_key=options.idempotency_key,
-        )
+        return EnqueueItem(activity_id, _head(options), record_json, options.idempotency_key)
+
+    def _prepare_many(
+        self, activities: Iterable[tuple[str, Any] | tuple[str, Any, ActivityOption | None]]
+    ) -> list[EnqueueItem]:
+        """``_prepare`` for a bulk enqueue, with what entries share worked out once: the
+        record's envelope and the ``enqueue_head`` for each type and options object,
+        one ``created_at`` (the call's), ids counted in a local. Per entry that leaves the
+        payload's JSON and a few f-strings."""
+        created_at = time.time()
+        limit = self.settings.max_payload_bytes
+        # (type, id(options)) -> (options, record middle, head); the options are kept so that
+        # their id cannot be reused by another object during the call.
+        shared: dict[tuple[str, int], tuple[ActivityOption, str, str]] = {}
+        prefix, counter = self._id_prefix, self._id_counter
+        items: list[EnqueueItem] = []
+        append = items.append
+        try:
+            for entry in activities:
+                activity_type, payload = entry[0], entry[1]
+                options = (entry[2] if len(entry) > 2 else None) or _NO_OPTIONS
+                if type(activity_type) is not str or not activity_type:
+                    self._check_type(activity_type)
+                found = shared.get((activity_type, id(options)))
+                if found is None:
+                    middle = record_middle(
+                        activity_type,
+                        options.priority,
+                        options.max_retries,
+                        options.timeout,
+                        options.metadata,
+                        created_at,
+                        options.idempotency_key,
+                    )
+                    found = shared[activity_type, id(options)] = (options, middle, _head(options))
+                payload_json = encode_payload(payload, limit)
+                counter += 1
+                activity_id = f"{prefix}{counter:012x}"
+                record_json = f'{{"id":"{activity_id}"{found[1]}{payload_json}}}'
+                append(EnqueueItem(activity_id, found[2], record_json, options.idempotency_key))
+        finally:
+            self._id_counter = counter  # ids handed out stay used, even after an error
+        return items
+
+    @staticmethod
+    def _check_type(activity_type: object) -> None:
+        if not isinstance(activity_type, str) or not activity_type:
+            raise ConfigurationError(
+                f"activity type must be a non-empty string, not {activity_type!r}"
+            )
 
     def _new_id(self) -> str:
         # A random per-client prefix and a counter: unique like a UUID4, far cheaper to make.
@@ -230,6 +269,12 @@ class ActivityClient:
 
 
 _NO_OPTIONS = ActivityOption()
+
+
+def _head(options: ActivityOption) -> str:
+    due_at = options.run_at.timestamp() if options.run_at is not None else None
+    keyed = options.idempotency_key is not None
+    return enqueue_head(options.priority, options.delay or 0.0, due_at, keyed)
 
 
 class ActivityBuilder:

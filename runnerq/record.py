@@ -24,7 +24,9 @@ __all__ = [
     "DeadLetterEntry",
     "ResultDocument",
     "encode_json",
+    "encode_payload",
     "encode_record",
+    "record_middle",
 ]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -93,13 +95,39 @@ def encode_record(
     raises ``SerializationError`` for a payload that is not JSON or too big.
 
     The hot path of every enqueue: only the payload goes through the encoder, the envelope is
-    put together from pieces that are cheap to get right (the id, type and priority are
-    checked strings; ``created_at`` is a finite float, whose ``repr`` is its JSON)."""
+    put together from pieces that are cheap to get right (see ``record_middle``)."""
+    payload_json = encode_payload(payload, max_payload_bytes)
+    middle = record_middle(
+        activity_type, priority, max_retries, timeout, metadata, created_at, idempotency_key
+    )
+    # Ids runnerq makes are hex: letters and digits need no escaping.
+    id_json = f'"{activity_id}"' if activity_id.isalnum() else _dumps(activity_id)
+    return f'{{"id":{id_json}{middle}{payload_json}}}'
+
+
+def encode_payload(payload: Any, max_payload_bytes: int) -> str:
+    """A payload's JSON, or ``SerializationError`` (not JSON, or over the size limit)."""
     payload_json = encode_json(payload, "payload")
     if len(payload_json) * 4 > max_payload_bytes:
         encode_json(payload, "payload", max_payload_bytes)  # raises when over the limit
-    # Ids runnerq makes are hex: letters and digits need no escaping.
-    id_json = f'"{activity_id}"' if activity_id.isalnum() else _dumps(activity_id)
+    return payload_json
+
+
+def record_middle(
+    activity_type: str,
+    priority: ActivityPriority,
+    max_retries: int | None,
+    timeout: float | None,
+    metadata: dict[str, Any],
+    created_at: float,
+    idempotency_key: str | None,
+) -> str:
+    """What a new record holds between its id and its payload's JSON, from ``,"type":`` to
+    ``"payload":``: a record is ``'{"id":' + id JSON + middle + payload JSON + '}'``.
+
+    The same for every activity of a bulk enqueue that shares a type and options, so it is
+    made once for all of them. Built by hand: the type and priority are checked strings,
+    ``created_at`` is a finite float, whose ``repr`` is its JSON."""
     type_json = _type_json.get(activity_type)
     if type_json is None:
         type_json = _dumps(activity_type)
@@ -115,8 +143,8 @@ def encode_record(
     if idempotency_key is not None:
         optional += f',"idempotency_key":{_dumps(idempotency_key)}'
     return (
-        f'{{"id":{id_json},"type":{type_json},"priority":"{priority.value}"{optional},'
-        f'"created_at":{float(created_at)!r},"payload":{payload_json}}}'
+        f',"type":{type_json},"priority":"{priority.value}"{optional},'
+        f'"created_at":{float(created_at)!r},"payload":'
     )
 
 

@@ -20,10 +20,19 @@ from .connection import mark_used
 from .keys import QueueKeys
 from .priority import ActivityPriority
 from .record import DeadLetterEntry, ResultDocument
+from .resp import pack_command
 from .scripts import Scripts
 from .stats import QueueStats
 
-__all__ = ["CONFIG_FIELDS", "Claim", "EnqueueItem", "QueueStore", "ScriptCall", "Waiter"]
+__all__ = [
+    "CONFIG_FIELDS",
+    "Claim",
+    "EnqueueItem",
+    "QueueStore",
+    "ScriptCall",
+    "Waiter",
+    "enqueue_head",
+]
 
 SEQ_SPAN = 2**48
 # Queue configuration fields the engine reads (the operator writes them).
@@ -34,20 +43,31 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-# The "rank:delay:due_at" head of an enqueue argument for an activity ready at once.
-_READY_NOW = {p: f"{p.rank}:0:0" for p in ActivityPriority}
-
-
 @dataclass(slots=True)
 class EnqueueItem:
-    """One activity to enqueue: its id, encoded record and when it becomes ready."""
+    """One activity to enqueue: its id, its ``enqueue_head`` and its record's JSON."""
 
     id: str
+    head: str
     record_json: str
-    priority: ActivityPriority
-    delay: float = 0.0
-    due_at: float | None = None  # epoch seconds by the Redis clock; overrides delay
     idempotency_key: str | None = None
+
+
+def enqueue_head(
+    priority: ActivityPriority, delay: float, due_at: float | None, keyed: bool
+) -> str:
+    """How the enqueue script is to add an activity: "rank:delay:due_at:keyed". Activities
+    with the same options share it, and a run of them goes to the script as one group.
+
+    ``delay`` is in seconds from when Redis runs the script; ``due_at`` (epoch seconds by the
+    Redis clock) overrides it; ``keyed`` says the activity has an idempotency key."""
+    if due_at is None and not delay and not keyed:
+        return _READY_NOW[priority]
+    due_ms = _ms(due_at) if due_at is not None else 0
+    return f"{priority.rank}:{_ms(delay)}:{due_ms}:{int(keyed)}"
+
+
+_READY_NOW = {p: f"{p.rank}:0:0:0" for p in ActivityPriority}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +143,8 @@ class QueueStore:
         try:
             for batch in batches:
                 call = self.enqueue_call(batch)
-                packed = conn.pack_command(
-                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                packed = pack_command(
+                    ["EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args]
                 )
                 await conn.send_packed_command(packed, check_health=False)
             return [await conn.read_response() for _ in batches]
@@ -135,20 +155,24 @@ class QueueStore:
             await pool.release(conn)
 
     def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
+        """The enqueue script's call for ``items``: each run of items with the same head is
+        one group (head, count, then id and record of each)."""
         k = self.keys
         keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
         args: list[Any] = [NOTIFY_CAP, _ms(self.settings.idempotency_ttl)]
-        for item in items:
-            idem_index = 0
+        head, count_at, start = "", 0, 0
+        for n, item in enumerate(items):
+            if item.head != head:
+                if n:
+                    args[count_at] = n - start
+                head, start = item.head, n
+                args += (head, 0)
+                count_at = len(args) - 1
+            args += (item.id, item.record_json)
             if item.idempotency_key is not None:
                 keys.append(k.idempotency(item.idempotency_key))
-                idem_index = len(keys)
-            if item.due_at is None and not item.delay:
-                head = _READY_NOW[item.priority]
-            else:
-                due_at = _ms(item.due_at) if item.due_at is not None else 0
-                head = f"{item.priority.rank}:{_ms(item.delay)}:{due_at}"
-            args.append(f"{head}:{idem_index}|{item.id}|{item.record_json}")
+        if items:
+            args[count_at] = len(items) - start
         return ScriptCall(self.scripts.enqueue, keys, args)
 
     @staticmethod

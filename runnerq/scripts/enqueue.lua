@@ -6,14 +6,16 @@
 -- KEYS[4] notify     LIST  wake-up tokens for idle workers ('1': ready work, 's': schedule changed)
 -- KEYS[5] seq        STRING counter for FIFO order and lease tokens
 -- KEYS[6] stats      HASH  counters
--- KEYS[7..] idempotency keys (STRING id, with a TTL), referred to by index from ARGV
+-- KEYS[7..] idempotency keys (STRING id, with a TTL), one for each keyed activity, in order
 --
 -- ARGV[1] notify cap (tokens kept at most)
 -- ARGV[2] idempotency TTL (ms)
--- then one value per activity: "rank:delay:due_at:idem|id|record" where delay is in ms
---   (used when due_at is 0), due_at is epoch ms (0: use delay), idem is the index of the
---   activity's idempotency key in KEYS (0: none), id has no '|', and record is the JSON.
---   (One argument per activity: packing arguments is most of a bulk enqueue's client time.)
+-- then groups of activities that share their options, each one
+--   "rank:delay:due_at:keyed", n, id1, record1, ..., idn, recordn
+-- where delay is in ms (used when due_at is 0), due_at is epoch ms (0: use delay), keyed is 1
+-- when each activity of the group has an idempotency key (the next one in KEYS), and each
+-- record is JSON. A bulk enqueue is one group: its records go to HSET straight from ARGV,
+-- with no per-activity parsing or copying in Lua.
 --
 -- Returns {created, i1, id1, i2, id2, ...}: how many were created, then for each activity
 -- whose idempotency key was already taken, its position (1-based) and the earlier id that
@@ -25,62 +27,75 @@ local idem_ttl = tonumber(ARGV[2])
 local now = now_ms()
 local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
-local position = 0
+local position, key_index = 0, 6
+
 -- Sequence numbers for every activity of the call at once (those that end up scheduled or
 -- deduplicated leave gaps, which FIFO order does not mind): one call instead of GET + SET.
-local next_seq = redis.call('INCRBY', seq, #ARGV - 2) - (#ARGV - 2)
--- Records and ready entries go to Redis in few calls (a call per activity costs more than
--- the work): flushed every FLUSH_AT arguments, well within Lua's unpack limit.
-local FLUSH_AT = 2000
-local job_args, ready_args = {}, {}
-local function flush()
-  if #job_args > 0 then
-    redis.call('HSET', jobs, unpack(job_args))
-    job_args = {}
-  end
-  if #ready_args > 0 then
-    redis.call('ZADD', ready, unpack(ready_args))
-    ready_args = {}
-  end
+local total, g = 0, 3
+while g <= #ARGV do
+  local n = tonumber(ARGV[g + 1])
+  total = total + n
+  g = g + 2 + 2 * n
 end
+local next_seq = redis.call('INCRBY', seq, total) - total
 
-for i = 3, #ARGV do
-  position = position + 1
-  local r, d, a, x, id, record = string.match(ARGV[i], '^(%d+):(%d+):(%d+):(%d+)|([^|]+)|(.*)$')
-  local rank, delay, due_at, idem_index = tonumber(r), tonumber(d), tonumber(a), tonumber(x)
-  local existing = false
-  if idem_index > 0 then
-    existing = redis.call('GET', KEYS[idem_index])
+g = 3
+while g <= #ARGV do
+  local r, d, a, keyed = string.match(ARGV[g], '^(%d+):(%d+):(%d+):([01])$')
+  local rank, due = tonumber(r), tonumber(a)
+  if due == 0 then
+    due = now + tonumber(d)
+  end
+  local later = due > now
+  local first, last = g + 2, g + 1 + 2 * tonumber(ARGV[g + 1])
+  local job_args, index_args = {}, {}
+  for j = first, last, 2 do
+    position = position + 1
+    local id = ARGV[j]
+    local existing = false
+    if keyed == '1' then
+      key_index = key_index + 1
+      existing = redis.call('GET', KEYS[key_index])
+      if existing then
+        out[#out + 1] = position
+        out[#out + 1] = existing
+      else
+        redis.call('SET', KEYS[key_index], id, 'PX', idem_ttl)
+        job_args[#job_args + 1] = id
+        job_args[#job_args + 1] = ARGV[j + 1]
+      end
+    end
     if not existing then
-      redis.call('SET', KEYS[idem_index], id, 'PX', idem_ttl)
+      if later then
+        index_args[#index_args + 1] = due
+      else
+        next_seq = next_seq + 1
+        index_args[#index_args + 1] = ready_score(rank, next_seq)
+      end
+      index_args[#index_args + 1] = id
     end
   end
-  if existing then
-    out[#out + 1] = position
-    out[#out + 1] = existing
-  else
-    job_args[#job_args + 1] = id
-    job_args[#job_args + 1] = record
-    local due = due_at
-    if due == 0 then
-      due = now + delay
+  if keyed == '1' then
+    if #job_args > 0 then
+      call_many('HSET', jobs, job_args)
     end
-    if due > now then
-      redis.call('ZADD', scheduled, due, id)
+  else
+    for s = first, last, UNPACK_SLICE do
+      redis.call('HSET', jobs, unpack(ARGV, s, math.min(s + UNPACK_SLICE - 1, last)))
+    end
+  end
+  if #index_args > 0 then
+    if later then
+      call_many('ZADD', scheduled, index_args)
       woke_scheduled = 1
     else
-      next_seq = next_seq + 1
-      ready_args[#ready_args + 1] = ready_score(rank, next_seq)
-      ready_args[#ready_args + 1] = id
-      woke_ready = woke_ready + 1
+      call_many('ZADD', ready, index_args)
+      woke_ready = woke_ready + #index_args / 2
     end
-    created = created + 1
-    if #job_args >= FLUSH_AT then
-      flush()
-    end
+    created = created + #index_args / 2
   end
+  g = last + 1
 end
-flush()
 out[1] = created
 
 -- '1' wakes a worker's dispatcher (ready work); 's' a worker's scheduler (the earliest due

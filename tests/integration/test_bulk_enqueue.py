@@ -4,9 +4,10 @@ after Redis lost its scripts."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, ActivityOption, ActivityPriority
+from runnerq import ActivityClient, ActivityOption, ActivityPriority, SerializationError
 
 N = 2_500  # three script calls
 
@@ -56,3 +57,40 @@ async def test_redis_forgetting_its_scripts(
     assert (await client.get_stats()).pending == N + 10
     # The connection went back to the pool in a usable state.
     assert (await client.execute_activity("t", "after")).created
+
+
+async def test_mixed_options_in_one_call(client: ActivityClient) -> None:
+    # Runs of ready, delayed, keyed and differently prioritised activities side by side in
+    # one script call: each run is its own group in the call.
+    later = ActivityOption(delay=3600)
+    high = ActivityOption(priority=ActivityPriority.HIGH)
+    entries: list[tuple[str, object, ActivityOption | None]] = []
+    for i in range(40):
+        kind = i % 5
+        if kind == 3:
+            options: ActivityOption | None = ActivityOption(idempotency_key=f"k{i % 2}")
+        else:
+            options = (None, later, high, None, None)[kind]
+        entries.append(("t", {"i": i, "text": "naïve ✓"}, options))
+    futures = await client.enqueue_many(entries)
+    keyed = [f for i, f in enumerate(futures) if i % 5 == 3]
+    assert [f.created for f in keyed] == [True, True] + [False] * 6
+    stats = await client.get_stats()
+    assert (stats.scheduled, stats.pending, stats.enqueued) == (8, 26, 34)
+    order = await _claim_all(client)
+    ids = [f.activity_id for f in futures]
+    highs = [ids[i] for i in range(40) if i % 5 == 2]
+    normal = [ids[i] for i in range(40) if i % 5 in (0, 4) or i in (3, 8)]
+    assert order == highs + normal
+    record = await client.store.redis.hget(client.store.keys.jobs, ids[0])
+    assert isinstance(record, str) and '"text":"naïve ✓"' in record
+
+
+async def test_a_bad_entry_in_a_later_call_enqueues_nothing(client: ActivityClient) -> None:
+    entries: list[tuple[str, object]] = [("t", i) for i in range(N)]
+    entries[N - 3] = ("t", {1, 2})  # not JSON, in the third script call's share
+    with pytest.raises(SerializationError):
+        await client.enqueue_many(entries)
+    stats = await client.get_stats()
+    assert (stats.enqueued, stats.pending) == (0, 0)
+    assert await client.store.redis.hlen(client.store.keys.jobs) == 0

@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 
 from runnerq import ActivityClient, ActivityPriority
 from runnerq.record import ActivityRecord, DeadLetterEntry, ResultDocument
-from runnerq.store import EnqueueItem
+from runnerq.store import EnqueueItem, enqueue_head
 
 T = TypeVar("T")
 
@@ -131,24 +131,30 @@ class QueueScripts(RuleBasedStateMachine):
         self.run(self.store.load_scripts())
 
     @rule(
-        count=st.integers(1, 4),
-        priority=st.sampled_from(list(ActivityPriority)),
-        delayed=st.booleans(),
-        idem=st.sampled_from([None, None, "k1", "k2"]),
+        specs=st.lists(
+            st.tuples(
+                st.sampled_from(list(ActivityPriority)),
+                st.booleans(),
+                st.sampled_from([None, None, "k1", "k2"]),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
     )
-    def enqueue(
-        self, count: int, priority: ActivityPriority, delayed: bool, idem: str | None
-    ) -> None:
+    def enqueue(self, specs: list[tuple[ActivityPriority, bool, str | None]]) -> None:
+        # One call with a mix of options: several groups (runs of the same head) in one script
+        # call, each kind of group (ready, delayed, keyed) next to each other kind.
         items: list[EnqueueItem] = []
-        for _ in range(count):
+        for priority, delayed, idem in specs:
             self.next_id += 1
             activity_id = f"a{self.next_id}"
             record = ActivityRecord(activity_id, "t", {"n": self.next_id}, priority).encode()
-            items.append(
-                EnqueueItem(activity_id, record, priority, LATER if delayed else 0.0, None, idem)
-            )
+            head = enqueue_head(priority, LATER if delayed else 0.0, None, idem is not None)
+            items.append(EnqueueItem(activity_id, head, record, idem))
         out = self.run(self.store.enqueue(items))
-        for item, (got_id, created) in zip(items, out, strict=True):
+        for (priority, delayed, idem), item, (got_id, created) in zip(
+            specs, items, out, strict=True
+        ):
             if idem is not None and idem in self.idem:
                 assert (got_id, created) == (self.idem[idem], False)
                 continue

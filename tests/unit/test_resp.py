@@ -1,0 +1,49 @@
+"""``pack_command`` writes what redis-py's ``Connection.pack_command`` writes, for the
+arguments runnerq sends (text and integers), and refuses anything else."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+
+from runnerq.resp import pack_command
+
+
+def _redis_py(args: list[str | int]) -> bytes:
+    return b"".join(Connection().pack_command(*args))
+
+
+@given(
+    st.sampled_from(["EVALSHA", "SET", "HSET"]),
+    st.lists(st.text() | st.integers(), max_size=20),
+)
+def test_same_bytes_as_redis_py(command: str, rest: list[str | int]) -> None:
+    # (redis-py splits a first argument with spaces into words: runnerq's never has any.)
+    args: list[str | int] = [command, *rest]
+    try:
+        expected = _redis_py(args)
+    except UnicodeEncodeError:  # lone surrogates: neither can send them
+        with pytest.raises(UnicodeEncodeError):
+            pack_command(args)
+        return
+    assert pack_command(args) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["EVALSHA", "abc", 2, "k1", "k2", '{"x":1}'],
+        ["SET", "naïve", "日本語 ✓"],  # byte lengths, not character lengths
+        ["PING"],
+    ],
+)
+def test_examples(args: list[str | int]) -> None:
+    assert pack_command(args) == _redis_py(args)
+
+
+@pytest.mark.parametrize("bad", [True, b"bytes", 1.5, None])
+def test_other_types_are_refused(bad: object) -> None:
+    with pytest.raises(TypeError, match="text or an integer"):
+        pack_command(["SET", "k", bad])  # type: ignore[list-item]
