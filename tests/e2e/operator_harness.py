@@ -267,6 +267,12 @@ def metric_value(exposition: str, sample: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def refused(log: str) -> bool:
+    """Whether an operator's log shows the API refusing it something (Forbidden, HTTP 403).
+    A bare substring " 403" also matched numbers such as a random port ("port 40341")."""
+    return "Forbidden" in log or re.search(r"(?<![\w.:,])403(?!\d)", log) is not None
+
+
 def log_tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 

@@ -28,6 +28,7 @@ from .operator_harness import (
     install_crd,
     install_peering_crds,
     log_tail,
+    refused,
     replicas,
     service_account_kubeconfig,
     stats,
@@ -111,7 +112,7 @@ def start_operator(
         print(f"--- operator of priority {priority} (log tail) ---\n{log_tail(process.log())}")
     for _, process in started:
         log = process.log()
-        assert "Forbidden" not in log and " 403" not in log, log_tail(log)
+        assert not refused(log), log_tail(log)
 
 
 @pytest.fixture

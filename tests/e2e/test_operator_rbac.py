@@ -28,6 +28,7 @@ from .operator_harness import (
     log_tail,
     queue_config,
     reasons,
+    refused,
     replicas,
     service_account_kubeconfig,
     stats,
@@ -190,4 +191,4 @@ def test_operator_works_under_its_service_account(
         operator.stop()
         print(f"--- operator log (tail) ---\n{log_tail(operator.log())}")
     log = operator.log()
-    assert "Forbidden" not in log and " 403" not in log, log_tail(log)
+    assert not refused(log), log_tail(log)
