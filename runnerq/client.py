@@ -8,8 +8,6 @@ returns the engine's own client, so handlers can enqueue follow-up activities.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -18,16 +16,16 @@ import redis.asyncio as aioredis
 from .batching import Coalescer
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL, QueueSettings, RedisConfig
 from .connection import connect, translate_errors, warm_up
-from .errors import ConfigurationError
 from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
+from .prepare import NO_OPTIONS, ActivityIds, BulkEntries, Entry, prepare
 from .priority import ActivityPriority
-from .record import DeadLetterEntry, encode_payload, encode_record, record_middle
+from .record import DeadLetterEntry
 from .results import ResultListener
 from .scripts import Scripts
 from .stats import QueueStats
-from .store import EnqueueItem, QueueStore, enqueue_head
+from .store import EnqueueItem, QueueStore
 
 __all__ = ["ActivityBuilder", "ActivityClient"]
 
@@ -55,8 +53,7 @@ class ActivityClient:
         self.store = QueueStore(self.redis, self.settings, Scripts(self.redis))
         self.metrics: MetricsSink = metrics or NoopMetrics()
         self._results = ResultListener(self.store, self.redis_config.conn_timeout)
-        self._id_prefix = os.urandom(10).hex()
-        self._id_counter = int.from_bytes(os.urandom(3), "big") << 16
+        self._ids = ActivityIds()
         self._enqueuer: Coalescer[EnqueueItem, tuple[str, bool]] = Coalescer(
             self._enqueue_batch, _ENQUEUE_BATCH
         )
@@ -101,26 +98,30 @@ class ActivityClient:
         self, activity_type: str, payload: Any = None, options: ActivityOption | None = None
     ) -> ActivityFuture:
         """Enqueue one activity. Concurrent calls share round trips to Redis."""
-        item = self._prepare(activity_type, payload, options or ActivityOption())
+        item = prepare(
+            self._ids,
+            activity_type,
+            payload,
+            options or NO_OPTIONS,
+            self.settings.max_payload_bytes,
+        )
         async with translate_errors("cannot enqueue"):
             activity_id, created = await self._enqueuer.submit(item)
         return ActivityFuture(self, activity_id, created)
 
-    async def enqueue_many(
-        self, activities: Iterable[tuple[str, Any] | tuple[str, Any, ActivityOption | None]]
-    ) -> list[ActivityFuture]:
+    async def enqueue_many(self, activities: Iterable[Entry]) -> list[ActivityFuture]:
         """Enqueue many activities in as few round trips as possible (bulk enqueue).
 
         Each entry is ``(type, payload)`` or ``(type, payload, options)``. Every entry is
-        checked and encoded before anything is sent: a bad one raises and enqueues none."""
-        items = self._prepare_many(activities)
-        batches = [items[i : i + _ENQUEUE_BATCH] for i in range(0, len(items), _ENQUEUE_BATCH)]
-        if not batches:
+        checked and its payload encoded before anything is sent: a bad one raises and
+        enqueues none."""
+        entries = BulkEntries(self._ids, activities, self.settings.max_payload_bytes)
+        if not len(entries):
             return []
-        # In order (FIFO within a priority): one pipeline on one connection, never batches
-        # on parallel connections, which could reach Redis out of order.
+        # In order (FIFO within a priority): streamed on one connection, never batches on
+        # parallel connections, which could reach Redis out of order.
         async with translate_errors("cannot enqueue"):
-            done = await self.store.enqueue_batches(batches)
+            done = await self.store.enqueue_batches(entries.batches(_ENQUEUE_BATCH))
         futures = [ActivityFuture(self, i, created) for batch in done for i, created in batch]
         self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for f in futures if f.created))
         return futures
@@ -129,78 +130,6 @@ class ActivityClient:
         out = await self.store.enqueue(items)
         self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for _, created in out if created))
         return out
-
-    def _prepare(self, activity_type: str, payload: Any, options: ActivityOption) -> EnqueueItem:
-        """Validate and encode one activity (the hot path of every enqueue: one JSON encode)."""
-        self._check_type(activity_type)
-        activity_id = self._new_id()
-        record_json = encode_record(
-            activity_id,
-            activity_type,
-            payload,
-            options.priority,
-            options.max_retries,
-            options.timeout,
-            options.metadata,
-            time.time(),
-            options.idempotency_key,
-            self.settings.max_payload_bytes,
-        )
-        return EnqueueItem(activity_id, _head(options), record_json, options.idempotency_key)
-
-    def _prepare_many(
-        self, activities: Iterable[tuple[str, Any] | tuple[str, Any, ActivityOption | None]]
-    ) -> list[EnqueueItem]:
-        """``_prepare`` for a bulk enqueue, with what entries share worked out once: the
-        record's envelope and the ``enqueue_head`` for each type and options object,
-        one ``created_at`` (the call's), ids counted in a local. Per entry that leaves the
-        payload's JSON and a few f-strings."""
-        created_at = time.time()
-        limit = self.settings.max_payload_bytes
-        # (type, id(options)) -> (options, record middle, head); the options are kept so that
-        # their id cannot be reused by another object during the call.
-        shared: dict[tuple[str, int], tuple[ActivityOption, str, str]] = {}
-        prefix, counter = self._id_prefix, self._id_counter
-        items: list[EnqueueItem] = []
-        append = items.append
-        try:
-            for entry in activities:
-                activity_type, payload = entry[0], entry[1]
-                options = (entry[2] if len(entry) > 2 else None) or _NO_OPTIONS
-                if type(activity_type) is not str or not activity_type:
-                    self._check_type(activity_type)
-                found = shared.get((activity_type, id(options)))
-                if found is None:
-                    middle = record_middle(
-                        activity_type,
-                        options.priority,
-                        options.max_retries,
-                        options.timeout,
-                        options.metadata,
-                        created_at,
-                        options.idempotency_key,
-                    )
-                    found = shared[activity_type, id(options)] = (options, middle, _head(options))
-                payload_json = encode_payload(payload, limit)
-                counter += 1
-                activity_id = f"{prefix}{counter:012x}"
-                record_json = f'{{"id":"{activity_id}"{found[1]}{payload_json}}}'
-                append(EnqueueItem(activity_id, found[2], record_json, options.idempotency_key))
-        finally:
-            self._id_counter = counter  # ids handed out stay used, even after an error
-        return items
-
-    @staticmethod
-    def _check_type(activity_type: object) -> None:
-        if not isinstance(activity_type, str) or not activity_type:
-            raise ConfigurationError(
-                f"activity type must be a non-empty string, not {activity_type!r}"
-            )
-
-    def _new_id(self) -> str:
-        # A random per-client prefix and a counter: unique like a UUID4, far cheaper to make.
-        self._id_counter += 1
-        return f"{self._id_prefix}{self._id_counter:012x}"
 
     # -- following up ------------------------------------------------------------------
 
@@ -266,15 +195,6 @@ class ActivityClient:
             values["timeout"] = timeout
         async with translate_errors("cannot write the queue configuration"):
             await self.store.set_config(values)
-
-
-_NO_OPTIONS = ActivityOption()
-
-
-def _head(options: ActivityOption) -> str:
-    due_at = options.run_at.timestamp() if options.run_at is not None else None
-    keyed = options.idempotency_key is not None
-    return enqueue_head(options.priority, options.delay or 0.0, due_at, keyed)
 
 
 class ActivityBuilder:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import SerializationError
+from .options import ActivityOption
 from .priority import ActivityPriority
 
 __all__ = [
@@ -83,12 +84,8 @@ def encode_record(
     activity_id: str,
     activity_type: str,
     payload: Any,
-    priority: ActivityPriority,
-    max_retries: int | None,
-    timeout: float | None,
-    metadata: dict[str, Any],
+    options: ActivityOption,
     created_at: float,
-    idempotency_key: str | None,
     max_payload_bytes: int,
 ) -> str:
     """A new activity's record JSON, the same text as ``ActivityRecord(...).encode()``;
@@ -97,9 +94,7 @@ def encode_record(
     The hot path of every enqueue: only the payload goes through the encoder, the envelope is
     put together from pieces that are cheap to get right (see ``record_middle``)."""
     payload_json = encode_payload(payload, max_payload_bytes)
-    middle = record_middle(
-        activity_type, priority, max_retries, timeout, metadata, created_at, idempotency_key
-    )
+    middle = record_middle(activity_type, options, created_at)
     # Ids runnerq makes are hex: letters and digits need no escaping.
     id_json = f'"{activity_id}"' if activity_id.isalnum() else _dumps(activity_id)
     return f'{{"id":{id_json}{middle}{payload_json}}}'
@@ -113,15 +108,7 @@ def encode_payload(payload: Any, max_payload_bytes: int) -> str:
     return payload_json
 
 
-def record_middle(
-    activity_type: str,
-    priority: ActivityPriority,
-    max_retries: int | None,
-    timeout: float | None,
-    metadata: dict[str, Any],
-    created_at: float,
-    idempotency_key: str | None,
-) -> str:
+def record_middle(activity_type: str, options: ActivityOption, created_at: float) -> str:
     """What a new record holds between its id and its payload's JSON, from ``,"type":`` to
     ``"payload":``: a record is ``'{"id":' + id JSON + middle + payload JSON + '}'``.
 
@@ -134,16 +121,16 @@ def record_middle(
         if len(_type_json) < 1024:
             _type_json[activity_type] = type_json
     optional = ""
-    if max_retries is not None:
-        optional += f',"max_retries":{_dumps(max_retries)}'
-    if timeout is not None:
-        optional += f',"timeout":{_dumps(timeout)}'
-    if metadata:
-        optional += f',"metadata":{encode_json(metadata, "metadata")}'
-    if idempotency_key is not None:
-        optional += f',"idempotency_key":{_dumps(idempotency_key)}'
+    if options.max_retries is not None:
+        optional += f',"max_retries":{_dumps(options.max_retries)}'
+    if options.timeout is not None:
+        optional += f',"timeout":{_dumps(options.timeout)}'
+    if options.metadata:
+        optional += f',"metadata":{encode_json(options.metadata, "metadata")}'
+    if options.idempotency_key is not None:
+        optional += f',"idempotency_key":{_dumps(options.idempotency_key)}'
     return (
-        f',"type":{type_json},"priority":"{priority.value}"{optional},'
+        f',"type":{type_json},"priority":"{options.priority.value}"{optional},'
         f'"created_at":{float(created_at)!r},"payload":'
     )
 

@@ -121,25 +121,34 @@ class QueueStore:
         return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
 
     async def enqueue_batches(
-        self, batches: Sequence[Sequence[EnqueueItem]]
+        self, batches: Iterable[Sequence[EnqueueItem]]
     ) -> list[list[tuple[str, bool]]]:
-        """``enqueue`` for several batches, applied in order: one pipeline (Redis runs the
-        first while the rest are still on their way); one call after the other on Cluster,
-        where redis-py sends no scripts in pipelines."""
+        """``enqueue`` for several batches, applied in order and streamed on one connection:
+        each call is written as soon as its batch is made (``batches`` may make them lazily),
+        so Redis runs one while the client makes the next. One call after the other on
+        Cluster, where redis-py sends no raw commands to a node."""
         pool = getattr(self.redis, "connection_pool", None)
-        if self.is_cluster or pool is None or len(batches) == 1:
+        if self.is_cluster or pool is None:
             return [await self.enqueue(batch) for batch in batches]
-        try:
-            replies = await self._stream(pool, batches)
-        except NoScriptError:  # Redis lost its scripts (restart): none of the calls ran
+        sent, replies = await self._stream(pool, batches)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those calls did not run
             await self.load_scripts()
-            replies = await self._stream(pool, batches)
-        return [self.parse_enqueue(b, r) for b, r in zip(batches, replies, strict=True)]
+            _, again = await self._stream(pool, [sent[i] for i in lost])
+            for i, reply in zip(lost, again, strict=True):
+                if isinstance(reply, NoScriptError):
+                    raise reply
+                replies[i] = reply
+        return [self.parse_enqueue(b, r) for b, r in zip(sent, replies, strict=True)]
 
-    async def _stream(self, pool: Any, batches: Sequence[Sequence[EnqueueItem]]) -> list[Any]:
-        """Write each batch's call as soon as it is packed, then read the replies: Redis runs
-        one batch while the next is packed (a pipeline packs them all before writing)."""
+    async def _stream(
+        self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]
+    ) -> tuple[list[Sequence[EnqueueItem]], list[Any]]:
+        """Write each batch's call, then read the replies; returns the batches and their
+        replies, a ``NoScriptError`` for a call that found no script (any other error raises)."""
         conn = await pool.get_connection()
+        sent: list[Sequence[EnqueueItem]] = []
+        replies: list[Any] = []
         try:
             for batch in batches:
                 call = self.enqueue_call(batch)
@@ -147,12 +156,18 @@ class QueueStore:
                     ["EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args]
                 )
                 await conn.send_packed_command(packed, check_health=False)
-            return [await conn.read_response() for _ in batches]
+                sent.append(batch)
+            for _ in sent:
+                try:
+                    replies.append(await conn.read_response())
+                except NoScriptError as exc:
+                    replies.append(exc)
         except BaseException:
             await conn.disconnect()  # replies may still be on their way: never reuse it
             raise
         finally:
             await pool.release(conn)
+        return sent, replies
 
     def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
         """The enqueue script's call for ``items``: each run of items with the same head is

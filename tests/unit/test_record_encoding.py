@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runnerq import SerializationError
+from runnerq import ActivityOption, SerializationError
 from runnerq.priority import ActivityPriority
 from runnerq.record import ActivityRecord, _dumps, _encoder, encode_record
 
@@ -34,7 +34,7 @@ _json = st.recursive(
     timeout=st.none() | st.floats(min_value=0.001, max_value=1e9),
     metadata=st.dictionaries(st.text(max_size=5), _json, max_size=3),
     created_at=st.floats(min_value=0, max_value=4e9),
-    idempotency_key=st.none() | st.text(max_size=20),
+    idempotency_key=st.none() | st.text(min_size=1, max_size=20),
 )
 def test_same_text_as_the_record_encoder(
     activity_id: str,
@@ -47,18 +47,14 @@ def test_same_text_as_the_record_encoder(
     created_at: float,
     idempotency_key: str | None,
 ) -> None:
-    fast = encode_record(
-        activity_id,
-        activity_type,
-        payload,
-        priority,
-        max_retries,
-        timeout,
-        metadata,
-        created_at,
-        idempotency_key,
-        1 << 30,
+    options = ActivityOption(
+        priority=priority,
+        max_retries=max_retries,
+        timeout=timeout,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
     )
+    fast = encode_record(activity_id, activity_type, payload, options, created_at, 1 << 30)
     record = ActivityRecord(
         id=activity_id,
         activity_type=activity_type,
@@ -88,9 +84,7 @@ def test_refuses_what_cannot_be_stored(
     payload: Any, metadata: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SerializationError, match=message):
-        encode_record(
-            "id", "t", payload, ActivityPriority.NORMAL, None, None, metadata, 1.0, None, 1000
-        )
+        encode_record("id", "t", payload, ActivityOption(metadata=metadata), 1.0, 1000)
 
 
 @given(_json)
