@@ -117,6 +117,8 @@ class QueueStore:
 
     async def enqueue(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
         """Add activities in one script call; returns (id standing for it, created) each."""
+        if self._raw_pool() is not None:
+            return (await self.enqueue_batches([items]))[0]
         call = self.enqueue_call(items)
         return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
 
@@ -126,9 +128,14 @@ class QueueStore:
         """``enqueue`` for several batches, applied in order and streamed on one connection:
         each call is written as soon as its batch is made (``batches`` may make them lazily),
         so Redis runs one while the client makes the next. One call after the other on
-        Cluster, where redis-py sends no raw commands to a node."""
-        pool = getattr(self.redis, "connection_pool", None)
-        if self.is_cluster or pool is None:
+        Cluster, where redis-py sends no raw commands to a node.
+
+        Written in runnerq's own encoding, not through redis-py's command path, which also
+        means no automatic resend after a connection error: an enqueue whose reply was lost
+        may have been applied, so the error goes to the caller (who can send it again with an
+        idempotency key). A connection Redis closed is replaced before the call is written."""
+        pool = self._raw_pool()
+        if pool is None:
             return [await self.enqueue(batch) for batch in batches]
         sent, replies = await self._stream(pool, batches)
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -140,6 +147,10 @@ class QueueStore:
                     raise reply
                 replies[i] = reply
         return [self.parse_enqueue(b, r) for b, r in zip(sent, replies, strict=True)]
+
+    def _raw_pool(self) -> Any:
+        """The pool to take connections from for raw commands; None on Cluster."""
+        return None if self.is_cluster else getattr(self.redis, "connection_pool", None)
 
     async def _stream(
         self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]

@@ -94,3 +94,14 @@ async def test_a_bad_entry_in_a_later_call_enqueues_nothing(client: ActivityClie
     stats = await client.get_stats()
     assert (stats.enqueued, stats.pending) == (0, 0)
     assert await client.store.redis.hlen(client.store.keys.jobs) == 0
+
+
+async def test_single_enqueues_after_redis_forgot_its_scripts(
+    client: ActivityClient, raw_redis: aioredis.Redis
+) -> None:
+    await client.execute_activity("t", 0)
+    await raw_redis.script_flush()
+    futures = [await client.execute_activity("t", i) for i in range(1, 4)]
+    assert all(f.created for f in futures)
+    stats = await client.get_stats()
+    assert (stats.enqueued, stats.pending) == (4, 4)
