@@ -47,24 +47,21 @@ def test_same_text_as_the_record_encoder(
     created_at: float,
     idempotency_key: str | None,
 ) -> None:
-    options = ActivityOption(
-        priority=priority,
-        max_retries=max_retries,
-        timeout=timeout,
-        metadata=metadata,
-        idempotency_key=idempotency_key,
-    )
+    shared: dict[str, Any] = {
+        "priority": priority,
+        "max_retries": max_retries,
+        "timeout": timeout,
+        "metadata": metadata,
+        "idempotency_key": idempotency_key,
+    }
+    options = ActivityOption(**shared)
     fast = encode_record(activity_id, activity_type, payload, options, created_at, 1 << 30)
     record = ActivityRecord(
         id=activity_id,
         activity_type=activity_type,
         payload=payload,
-        priority=priority,
-        max_retries=max_retries,
-        timeout=timeout,
-        metadata=metadata,
         created_at=created_at,
-        idempotency_key=idempotency_key,
+        **shared,
     )
     assert fast == record.encode()
     assert ActivityRecord.decode(fast) == record
