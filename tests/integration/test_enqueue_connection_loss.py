@@ -11,11 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from runnerq import ActivityClient, RedisConfig, RedisUnavailableError
 from tests.chaos.proxy import ChaosProxy
+from tests.support.polling import eventually
 
-LATENCY = 0.3  # each way: the call reaches Redis at ~0.3 s, its reply would arrive at ~0.6 s
+LATENCY = 0.3  # each way: the call reaches Redis at ~0.3 s, its reply would come ~0.3 s later
 
 
 @pytest.fixture
@@ -25,21 +27,24 @@ async def proxy(redis_url: str) -> AsyncIterator[ChaosProxy]:
         yield chaos
 
 
-async def _cut_before_the_reply(proxy: ChaosProxy) -> None:
-    await asyncio.sleep(LATENCY * 1.5)
+async def _cut_once_applied(proxy: ChaosProxy, raw: aioredis.Redis, stats_key: str) -> None:
+    # Watched on a direct connection: the call has reached Redis and been applied, and its
+    # reply is still held by the proxy's latency when the connection is cut.
+    await eventually(lambda: raw.hget(stats_key, "enqueued"), what="the enqueue applied")
     assert await proxy.cut() >= 1
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
 async def test_a_lost_reply_raises_and_the_enqueue_is_applied_once(
-    proxy: ChaosProxy, queue_name: str, bulk: bool
+    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis, bulk: bool
 ) -> None:
     client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=5))
     try:
         await client.connect()
         await client.store.load_scripts()
         proxy.latency = LATENCY
-        cutter = asyncio.create_task(_cut_before_the_reply(proxy))
+        stats_key = client.store.keys.stats
+        cutter = asyncio.create_task(_cut_once_applied(proxy, raw_redis, stats_key))
         enqueue = (
             client.enqueue_many([("t", i) for i in range(3)])
             if bulk
