@@ -35,7 +35,7 @@ class ActivityIds:
 
     def next(self) -> str:
         self._counter += 1
-        return f"{self.prefix}{self._counter:012x}"
+        return self.format(self._counter)
 
     def reserve(self, count: int) -> int:
         """Take ``count`` ids at once; returns the first one's number (``format`` makes it)."""
@@ -97,7 +97,7 @@ class BulkEntries:
 
     def batches(self, size: int) -> Iterator[list[EnqueueItem]]:
         """The entries as items, ``size`` at a time, each batch made when it is asked for."""
-        prefix = self._ids.prefix
+        make_id = self._ids.format
         for start in range(0, len(self), size):
             end = min(start + size, len(self))
             batch: list[EnqueueItem] = []
@@ -106,7 +106,7 @@ class BulkEntries:
             for number, (options, middle, head), payload_json in zip(
                 numbers, self._groups[start:end], self._payloads[start:end], strict=True
             ):
-                activity_id = f"{prefix}{number:012x}"
+                activity_id = make_id(number)
                 record_json = f'{{"id":"{activity_id}"{middle}{payload_json}}}'
                 append(EnqueueItem(activity_id, head, record_json, options.idempotency_key))
             yield batch

@@ -43,6 +43,10 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
+# The head of an activity ready at once, with no idempotency key (see ``enqueue_head``).
+_READY_NOW = {p: f"{p.rank}:0:0:0" for p in ActivityPriority}
+
+
 @dataclass(slots=True)
 class EnqueueItem:
     """One activity to enqueue: its id, its ``enqueue_head`` and its record's JSON."""
@@ -65,9 +69,6 @@ def enqueue_head(
         return _READY_NOW[priority]
     due_ms = _ms(due_at) if due_at is not None else 0
     return f"{priority.rank}:{_ms(delay)}:{due_ms}:{int(keyed)}"
-
-
-_READY_NOW = {p: f"{p.rank}:0:0:0" for p in ActivityPriority}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +118,7 @@ class QueueStore:
 
     async def enqueue(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
         """Add activities in one script call; returns (id standing for it, created) each."""
-        if self._raw_pool() is not None:
-            return (await self.enqueue_batches([items]))[0]
-        call = self.enqueue_call(items)
-        return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
+        return (await self.enqueue_batches([items]))[0]
 
     async def enqueue_batches(
         self, batches: Iterable[Sequence[EnqueueItem]]
@@ -134,9 +132,9 @@ class QueueStore:
         means no automatic resend after a connection error: an enqueue whose reply was lost
         may have been applied, so the error goes to the caller (who can send it again with an
         idempotency key). A connection Redis closed is replaced before the call is written."""
-        pool = self._raw_pool()
+        pool = None if self.is_cluster else getattr(self.redis, "connection_pool", None)
         if pool is None:
-            return [await self.enqueue(batch) for batch in batches]
+            return [await self._enqueue_by_script(batch) for batch in batches]
         sent, replies = await self._stream(pool, batches)
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those calls did not run
@@ -148,9 +146,9 @@ class QueueStore:
                 replies[i] = reply
         return [self.parse_enqueue(b, r) for b, r in zip(sent, replies, strict=True)]
 
-    def _raw_pool(self) -> Any:
-        """The pool to take connections from for raw commands; None on Cluster."""
-        return None if self.is_cluster else getattr(self.redis, "connection_pool", None)
+    async def _enqueue_by_script(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
+        call = self.enqueue_call(items)
+        return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
 
     async def _stream(
         self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]
