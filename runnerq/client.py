@@ -105,7 +105,7 @@ class ActivityClient:
             options or NO_OPTIONS,
             self.settings.max_payload_bytes,
         )
-        async with translate_errors("cannot enqueue"):
+        with translate_errors("cannot enqueue"):
             activity_id, created = await self._enqueuer.submit(item)
         return ActivityFuture(self, activity_id, created)
 
@@ -120,7 +120,7 @@ class ActivityClient:
             return []
         # In order (FIFO within a priority): streamed on one connection, never batches on
         # parallel connections, which could reach Redis out of order.
-        async with translate_errors("cannot enqueue"):
+        with translate_errors("cannot enqueue"):
             done = await self.store.enqueue_batches(entries.batches(_ENQUEUE_BATCH))
         futures = [ActivityFuture(self, i, created) for batch in done for i, created in batch]
         self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for f in futures if f.created))
@@ -139,21 +139,21 @@ class ActivityClient:
 
     async def cancel(self, activity_id: str) -> bool:
         """Cancel a pending, scheduled or running activity; False if it already finished."""
-        async with translate_errors("cannot cancel"):
+        with translate_errors("cannot cancel"):
             return await self.store.cancel(activity_id) != 0
 
     async def get_stats(self) -> QueueStats:
-        async with translate_errors("cannot read queue stats"):
+        with translate_errors("cannot read queue stats"):
             return await self.store.stats()
 
     # -- dead-letter queue -------------------------------------------------------------
 
     async def dead_letters(self, offset: int = 0, limit: int = 100) -> list[DeadLetterEntry]:
-        async with translate_errors("cannot read the dead-letter queue"):
+        with translate_errors("cannot read the dead-letter queue"):
             return await self.store.dead_letters(offset, limit)
 
     async def requeue_dead_letter(self, activity_id: str) -> bool:
-        async with translate_errors("cannot requeue"):
+        with translate_errors("cannot requeue"):
             return await self.store.requeue(activity_id)
 
     async def requeue_all_dead_letters(self) -> int:
@@ -169,13 +169,13 @@ class ActivityClient:
                 return count
 
     async def purge_dead_letters(self) -> int:
-        async with translate_errors("cannot purge the dead-letter queue"):
+        with translate_errors("cannot purge the dead-letter queue"):
             return await self.store.purge_dead()
 
     # -- queue configuration -----------------------------------------------------------
 
     async def get_queue_config(self) -> dict[str, str]:
-        async with translate_errors("cannot read the queue configuration"):
+        with translate_errors("cannot read the queue configuration"):
             return await self.store.get_config()
 
     async def set_queue_config(
@@ -193,7 +193,7 @@ class ActivityClient:
             values["max_retries"] = max_retries
         if timeout is not None:
             values["timeout"] = timeout
-        async with translate_errors("cannot write the queue configuration"):
+        with translate_errors("cannot write the queue configuration"):
             await self.store.set_config(values)
 
 

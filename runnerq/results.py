@@ -59,7 +59,7 @@ class ResultListener:
                     del self._waiters[activity_id]
 
     async def _read(self, activity_id: str) -> _RESULT_OR_GONE:
-        async with translate_errors("cannot read the result"):
+        with translate_errors("cannot read the result"):
             return await self._fetcher.submit(activity_id)
 
     async def _fetch(self, ids: Sequence[str]) -> list[_RESULT_OR_GONE]:

@@ -80,20 +80,18 @@ async def read_depths(
     ``now_ms`` is the operator's clock; due times are Redis's, so a skew between the two
     shifts the "due soon" window by that much (it counts nothing else).
     """
-    async with (
-        translate_errors("cannot read queue depths"),
-        client.pipeline(transaction=False) as pipe,
-    ):
-        for q in queries:
-            k = QueueKeys(q.queue)
-            horizon = now_ms + math.ceil(q.scheduled_within * 1000)
-            pipe.zcard(k.ready)
-            pipe.zcard(k.inflight)
-            pipe.zcard(k.scheduled)
-            pipe.zcount(k.scheduled, "-inf", horizon)
-            pipe.zcard(k.dlq)
-            pipe.hget(k.config, "paused")
-        raw = await pipe.execute()
+    with translate_errors("cannot read queue depths"):
+        async with client.pipeline(transaction=False) as pipe:
+            for q in queries:
+                k = QueueKeys(q.queue)
+                horizon = now_ms + math.ceil(q.scheduled_within * 1000)
+                pipe.zcard(k.ready)
+                pipe.zcard(k.inflight)
+                pipe.zcard(k.scheduled)
+                pipe.zcount(k.scheduled, "-inf", horizon)
+                pipe.zcard(k.dlq)
+                pipe.hget(k.config, "paused")
+            raw = await pipe.execute()
     depths = []
     for i in range(len(queries)):
         ready, in_flight, scheduled, due, dead, paused = raw[
@@ -116,7 +114,7 @@ async def write_queue_config(client: aioredis.Redis, queue: str, config: QueueCo
     """Write the queue's configuration hash (absent values fall back to the workers'
     defaults) and wake idle workers so that they see it at once."""
     store = QueueStore(client, QueueSettings(name=queue), Scripts(client))
-    async with translate_errors(f"cannot write the configuration of queue {queue}"):
+    with translate_errors(f"cannot write the configuration of queue {queue}"):
         await store.set_config(
             {
                 "paused": config.paused,
@@ -128,7 +126,7 @@ async def write_queue_config(client: aioredis.Redis, queue: str, config: QueueCo
 
 async def lease_tokens(client: aioredis.Redis, queue: str) -> list[str]:
     """The lease tokens of the queue's in-flight activities (``<host>:<pid>:<id>:<seq>``)."""
-    async with translate_errors(f"cannot read the leases of queue {queue}"):
+    with translate_errors(f"cannot read the leases of queue {queue}"):
         values = await client.hvals(QueueKeys(queue).leases)
     return [str(v) for v in values]
 
@@ -137,7 +135,7 @@ async def purge_queue(client: aioredis.Redis, queue: str, batch: int = 500) -> i
     """Delete every key of the queue; returns how many went."""
     pattern = QueueKeys(queue).base + "*"
     deleted = 0
-    async with translate_errors(f"cannot purge queue {queue}"):
+    with translate_errors(f"cannot purge queue {queue}"):
         keys: list[str] = []
         async for key in client.scan_iter(match=pattern, count=batch):
             keys.append(key)
