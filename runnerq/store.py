@@ -20,7 +20,7 @@ from .connection import mark_used
 from .keys import QueueKeys
 from .priority import ActivityPriority
 from .record import DeadLetterEntry, ResultDocument
-from .resp import pack_command
+from .resp import CommandPrefix, pack_command
 from .scripts import Scripts
 from .stats import QueueStats
 
@@ -43,8 +43,9 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-# The head of an activity ready at once, with no idempotency key (see ``enqueue_head``).
-_READY_NOW = {p: f"{p.rank}:0:0:0" for p in ActivityPriority}
+# The head of an activity ready at once, with no idempotency key (see ``enqueue_head``), by
+# priority value (an enum member's hash is a Python call).
+_READY_NOW = {p.value: f"{p.rank}:0:0:0" for p in ActivityPriority}
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ def enqueue_head(
     ``delay`` is in seconds from when Redis runs the script; ``due_at`` (epoch seconds by the
     Redis clock) overrides it; ``keyed`` says the activity has an idempotency key."""
     if due_at is None and not delay and not keyed:
-        return _READY_NOW[priority]
+        return _READY_NOW[priority._value_]
     due_ms = _ms(due_at) if due_at is not None else 0
     return f"{priority.rank}:{_ms(delay)}:{due_ms}:{int(keyed)}"
 
@@ -110,6 +111,20 @@ class QueueStore:
         self.scripts = scripts
         self.is_cluster = isinstance(client, RedisCluster)
         self._result_ttl_ms = _ms(settings.result_ttl)
+        k = self.keys
+        # What every enqueue call starts with, and (for calls with no idempotency keys, whose
+        # keys come next) the same packed once.
+        self._enqueue_keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
+        self._enqueue_args: list[Any] = [NOTIFY_CAP, _ms(settings.idempotency_ttl)]
+        self._enqueue_prefix = CommandPrefix(
+            [
+                "EVALSHA",
+                scripts.enqueue.sha,
+                len(self._enqueue_keys),
+                *self._enqueue_keys,
+                *self._enqueue_args,
+            ]
+        )
 
     async def load_scripts(self) -> None:
         await self.scripts.load(self.redis)
@@ -160,11 +175,7 @@ class QueueStore:
         replies: list[Any] = []
         try:
             for batch in batches:
-                call = self.enqueue_call(batch)
-                packed = pack_command(
-                    ["EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args]
-                )
-                await conn.send_packed_command(packed, check_health=False)
+                await conn.send_packed_command(self._enqueue_command(batch), check_health=False)
                 sent.append(batch)
             for _ in sent:
                 try:
@@ -179,25 +190,40 @@ class QueueStore:
         return sent, replies
 
     def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
-        """The enqueue script's call for ``items``: each run of items with the same head is
-        one group (head, count, then id and record of each)."""
-        k = self.keys
-        keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
-        args: list[Any] = [NOTIFY_CAP, _ms(self.settings.idempotency_ttl)]
+        """The enqueue script's call for ``items``."""
+        keyed, groups = self._enqueue_groups(items)
+        return ScriptCall(
+            self.scripts.enqueue, [*self._enqueue_keys, *keyed], [*self._enqueue_args, *groups]
+        )
+
+    def _enqueue_command(self, items: Sequence[EnqueueItem]) -> bytes:
+        """``enqueue_call`` packed for the wire (EVALSHA)."""
+        keyed, groups = self._enqueue_groups(items)
+        if not keyed:
+            return pack_command(groups, self._enqueue_prefix)
+        keys = [*self._enqueue_keys, *keyed]
+        sha = self.scripts.enqueue.sha
+        return pack_command(["EVALSHA", sha, len(keys), *keys, *self._enqueue_args, *groups])
+
+    def _enqueue_groups(self, items: Sequence[EnqueueItem]) -> tuple[list[str], list[Any]]:
+        """The idempotency keys of ``items`` and the script's groups: each run of items with
+        the same head is one group (head, count, then id and record of each)."""
+        keyed: list[str] = []
+        groups: list[Any] = []
         head, count_at, start = "", 0, 0
         for n, item in enumerate(items):
             if item.head != head:
                 if n:
-                    args[count_at] = n - start
+                    groups[count_at] = n - start
                 head, start = item.head, n
-                args += (head, 0)
-                count_at = len(args) - 1
-            args += (item.id, item.record_json)
+                groups += (head, 0)
+                count_at = len(groups) - 1
+            groups += (item.id, item.record_json)
             if item.idempotency_key is not None:
-                keys.append(k.idempotency(item.idempotency_key))
+                keyed.append(self.keys.idempotency(item.idempotency_key))
         if items:
-            args[count_at] = len(items) - start
-        return ScriptCall(self.scripts.enqueue, keys, args)
+            groups[count_at] = len(items) - start
+        return keyed, groups
 
     @staticmethod
     def parse_enqueue(items: Sequence[EnqueueItem], raw: Any) -> list[tuple[str, bool]]:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from runnerq.resp import pack_command
+from runnerq.resp import CommandPrefix, pack_command
 
 
 def _redis_py(args: list[str | int]) -> bytes:
@@ -47,3 +47,30 @@ def test_examples(args: list[str | int]) -> None:
 def test_other_types_are_refused(bad: object) -> None:
     with pytest.raises(TypeError, match="text or an integer"):
         pack_command(["SET", "k", bad])  # type: ignore[list-item]
+
+
+@given(
+    st.lists(st.text() | st.integers(), min_size=1, max_size=8),
+    st.lists(st.text() | st.integers(), max_size=8),
+)
+def test_a_prefix_packs_the_same_bytes(first: list[str | int], rest: list[str | int]) -> None:
+    args: list[str | int] = ["EVALSHA", *first, *rest]
+    try:
+        expected = _redis_py(args)
+    except UnicodeEncodeError:
+        return
+    assert pack_command(rest, CommandPrefix(["EVALSHA", *first])) == expected
+
+
+def test_a_prefix_that_is_not_ascii() -> None:
+    prefix = CommandPrefix(["EVALSHA", "sha", 1, "runnerq:{日本}:jobs"])
+    assert prefix.body is None
+    args: list[str | int] = ["naïve", 7]
+    assert pack_command(args, prefix) == _redis_py([*prefix.args, *args])
+
+
+def test_ascii_prefix_with_text_that_is_not() -> None:
+    prefix = CommandPrefix(["EVALSHA", "sha", 1, "runnerq:{q}:jobs"])
+    assert prefix.body is not None
+    args: list[str | int] = ["日本語", 7]
+    assert pack_command(args, prefix) == _redis_py([*prefix.args, *args])
