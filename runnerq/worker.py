@@ -168,7 +168,10 @@ class Worker:
         self.last_redis_ok = 0.0
         self._renewed_at = 0.0  # local time of the last heartbeat that renewed held leases
         self._poisoned: dict[str, int] = {}  # claimed ids re-delivered too often
-        self._queue_defaults: dict[str, str] = {}
+        # The queue's defaults (its config hash, read at start and with each heartbeat),
+        # worked out when read, not per activity.
+        self._default_max_retries = settings.default_max_retries
+        self._default_timeout = settings.default_timeout
         self._stopping = False
         self._stop_event = asyncio.Event()
         self._free = asyncio.Event()
@@ -198,7 +201,7 @@ class Worker:
     async def prime(self) -> None:
         """Read the queue configuration and load the scripts before the loops start."""
         await self.store.load_scripts()
-        self._queue_defaults = await self.store.get_config()
+        self._read_defaults(await self.store.get_config())
         self.last_redis_ok = time.monotonic()
 
     def start(self) -> None:
@@ -563,7 +566,7 @@ class Worker:
         reaped = await self.store.reap()
         if reaped:
             log.info("returned %d activities with expired leases to the queue", reaped)
-        self._queue_defaults = await self.store.get_config()
+        self._read_defaults(await self.store.get_config())
         self.last_redis_ok = time.monotonic()
 
     # -- a blocked event loop ----------------------------------------------------------
@@ -603,22 +606,12 @@ class Worker:
         log.warning("event loop was blocked for %.1fs", seconds)
         self.metrics.observe_duration(EVENT_LOOP_STALL, seconds)
 
-    def _default(self, name: str, fallback: float, *, integer: bool = False) -> float:
-        """A default from the queue's config hash, or ``fallback`` when it is absent or not a
-        usable number (finite, >= 0, > 0 for a timeout, whole for a count)."""
-        value = self._queue_defaults.get(name)
-        if value is None:
-            return fallback
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        usable = math.isfinite(number) and number >= 0
-        usable = usable and (number.is_integer() if integer else number > 0)
-        if not usable:
-            log.warning("queue config %s=%r is not usable: using %s", name, value, fallback)
-            return fallback
-        return number
+    def _read_defaults(self, config: dict[str, str]) -> None:
+        settings = self.settings
+        self._default_max_retries = int(
+            _default(config, "max_retries", settings.default_max_retries, integer=True)
+        )
+        self._default_timeout = _default(config, "timeout", settings.default_timeout)
 
     # -- running -----------------------------------------------------------------------
 
@@ -668,10 +661,8 @@ class Worker:
             return
         max_retries = record.max_retries
         if max_retries is None:
-            max_retries = int(
-                self._default("max_retries", self.settings.default_max_retries, integer=True)
-            )
-        timeout = record.timeout or self._default("timeout", self.settings.default_timeout)
+            max_retries = self._default_max_retries
+        timeout = record.timeout or self._default_timeout
         if record.retry_count == 0:
             self.metrics.observe_duration(
                 ACTIVITY_QUEUE_WAIT, max(0.0, claimed_at - record.created_at)
@@ -878,6 +869,24 @@ class Worker:
                 metrics.inc_counter(ACTIVITY_DEAD_LETTERED)
         if completed:
             metrics.inc_counter(ACTIVITY_COMPLETED, completed)
+
+
+def _default(config: dict[str, str], name: str, fallback: float, *, integer: bool = False) -> float:
+    """A default from a queue's config hash, or ``fallback`` when it is absent or not a usable
+    number (finite, >= 0, > 0 for a timeout, whole for a count)."""
+    value = config.get(name)
+    if value is None:
+        return fallback
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    usable = math.isfinite(number) and number >= 0
+    usable = usable and (number.is_integer() if integer else number > 0)
+    if not usable:
+        log.warning("queue config %s=%r is not usable: using %s", name, value, fallback)
+        return fallback
+    return number
 
 
 def _describe(exc: BaseException) -> str:
