@@ -24,7 +24,7 @@
 local jobs, ready, scheduled, notify, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local notify_cap = tonumber(ARGV[1])
 local idem_ttl = tonumber(ARGV[2])
-local now = now_ms()
+local now -- Redis's clock, read only when a group is scheduled (a call less for ready work)
 local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
 local position, key_index = 0, 6
@@ -42,11 +42,17 @@ local next_seq = redis.call('INCRBY', seq, total) - total
 g = 3
 while g <= #ARGV do
   local r, d, a, keyed = string.match(ARGV[g], '^(%d+):(%d+):(%d+):([01])$')
-  local rank, due = tonumber(r), tonumber(a)
+  local rank, due, later = tonumber(r), tonumber(a), false
   if due == 0 then
-    due = now + tonumber(d)
+    local delay = tonumber(d)
+    if delay > 0 then
+      now = now or now_ms()
+      due, later = now + delay, true
+    end
+  else
+    now = now or now_ms()
+    later = due > now
   end
-  local later = due > now
   local first, last = g + 2, g + 1 + 2 * tonumber(ARGV[g + 1])
   local job_args, index_args = {}, {}
   for j = first, last, 2 do

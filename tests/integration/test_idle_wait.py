@@ -74,3 +74,32 @@ async def test_stopping_ends_the_wait_through_the_workers_own_list(
     wake_key = QueueKeys(client.queue_name).wake(worker.worker_id)
     assert await raw_redis.exists(wake_key) == 0  # the stop token was taken by the wait
     assert await _blocked_clients(raw_redis) == []
+
+
+async def test_a_claim_that_empties_the_ready_set_drops_the_ready_tokens(
+    client: ActivityClient, raw_redis: aioredis.Redis
+) -> None:
+    """'1' tokens left once nothing is ready would only wake workers for nothing: the claim
+    that takes the last ready activity drops them, whether it asked for more than there were
+    or for exactly as many; one that leaves work behind keeps them; an 's' always stays."""
+    keys = QueueKeys(client.queue_name)
+    store = client.store
+
+    async def tokens() -> list[str]:
+        return sorted(str(t) for t in await raw_redis.lrange(keys.notify, 0, -1))
+
+    await client.enqueue_many([("t", i) for i in range(3)])
+    await client.execute_activity("t", "later", ActivityOption(delay=60))
+    assert await tokens() == ["1", "1", "1", "s"]
+    claim = await store.claim(2, 30, "w")  # two of three: work is left
+    assert claim is not None and len(claim.items) == 2
+    assert await tokens() == ["1", "1", "1", "s"]
+    claim = await store.claim(1, 30, "w")  # exactly what was left
+    assert claim is not None and len(claim.items) == 1
+    assert await tokens() == ["s"]
+
+    await client.enqueue_many([("t", i) for i in range(2)])
+    assert await tokens() == ["1", "1", "s"]
+    claim = await store.claim(5, 30, "w")  # more than there is
+    assert claim is not None and len(claim.items) == 2
+    assert await tokens() == ["s"]

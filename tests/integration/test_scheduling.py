@@ -98,3 +98,23 @@ async def test_idempotency_key_concurrent_enqueues(client: ActivityClient) -> No
     )
     assert len({f.activity_id for f in futures}) == 1
     assert sum(f.created for f in futures) == 1
+
+
+async def test_what_is_due_now_is_ready_at_once(client: ActivityClient) -> None:
+    """No delay, a delay of 0 and a run_at already past go straight to the ready set (with
+    no scheduler round trip); a delay or a run_at ahead goes to the scheduled set."""
+    now = dt.datetime.now(dt.UTC)
+    ready = [
+        ActivityOption(),
+        ActivityOption(delay=0),
+        ActivityOption(run_at=now - dt.timedelta(seconds=5)),
+    ]
+    later = [ActivityOption(delay=30), ActivityOption(run_at=now + dt.timedelta(seconds=30))]
+    for options in ready + later:
+        await client.execute_activity("t", None, options)
+    stats = await client.get_stats()
+    assert (stats.pending, stats.scheduled) == (3, 2)
+    # The same in one call, as groups of their own.
+    await client.enqueue_many([("t", i, options) for i, options in enumerate(ready + later)])
+    stats = await client.get_stats()
+    assert (stats.pending, stats.scheduled) == (6, 4)
