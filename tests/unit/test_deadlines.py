@@ -62,18 +62,20 @@ async def test_one_timer_for_deadlines_later_than_the_armed_one() -> None:
 async def test_an_earlier_deadline_arms_an_earlier_timer() -> None:
     loop = asyncio.get_running_loop()
     fired: dict[str, float] = {}
+    events = {"soon": asyncio.Event(), "late": asyncio.Event()}
 
     def expire(key: str) -> None:
         fired.setdefault(key, loop.time())
+        events[key].set()
 
     deadlines = Deadlines(expire, resolution=RES)
     start = loop.time()
     deadlines.add("late", 0.3)
     deadlines.add("soon", 0.05)
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(events["soon"].wait(), 5)
     assert list(fired) == ["soon"]  # not held back until the first timer
     assert start + 0.05 <= fired["soon"]
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(events["late"].wait(), 5)
     assert list(fired) == ["soon", "late"]
     assert start + 0.3 <= fired["late"]
     deadlines.close()
@@ -128,8 +130,12 @@ async def test_a_deadline_added_while_expiring_does_not_hold_back_earlier_ones()
     fired: dict[str, float] = {}
     deadlines = Deadlines(lambda key: None, resolution=RES)
 
+    b_fired = asyncio.Event()
+
     def expire(key: str) -> None:
         fired[key] = loop.time()
+        if key == "b":
+            b_fired.set()
         if key == "a":
             deadlines.add("later", 0.5)  # e.g. a retry started from the timeout
 
@@ -137,7 +143,7 @@ async def test_a_deadline_added_while_expiring_does_not_hold_back_earlier_ones()
     start = loop.time()
     deadlines.add("a", 0.05)
     deadlines.add("b", 0.15)
-    await asyncio.sleep(0.3)
-    assert list(fired) == ["a", "b"]
-    assert start + 0.15 <= fired["b"] < start + 0.3
+    await asyncio.wait_for(b_fired.wait(), 5)
+    assert list(fired) == ["a", "b"]  # "b" fired before "later" (0.5 s after "a")
+    assert start + 0.15 <= fired["b"]
     deadlines.close()
