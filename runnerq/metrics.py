@@ -31,6 +31,8 @@ __all__ = [
     "ACTIVITY_RELEASED",
     "ACTIVITY_RETRY",
     "ACTIVITY_TIMEOUT",
+    "COUNTERS",
+    "DURATIONS",
     "EVENT_LOOP_STALL",
     "REDIS_ERRORS",
     "FanoutMetrics",
@@ -52,6 +54,21 @@ REDIS_ERRORS = "redis_errors"
 ACTIVITY_EXECUTION = "activity_execution"
 ACTIVITY_QUEUE_WAIT = "activity_queue_wait"
 EVENT_LOOP_STALL = "event_loop_stall"
+
+# Every name the engine reports, by kind (a sink may expose them before they are reported).
+COUNTERS = (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_RETRY,
+    ACTIVITY_FAILED_NON_RETRY,
+    ACTIVITY_TIMEOUT,
+    ACTIVITY_DEAD_LETTERED,
+    ACTIVITY_CANCELLED,
+    ACTIVITY_LEASE_LOST,
+    ACTIVITY_RELEASED,
+    ACTIVITY_ENQUEUED,
+    REDIS_ERRORS,
+)
+DURATIONS = (ACTIVITY_EXECUTION, ACTIVITY_QUEUE_WAIT, EVENT_LOOP_STALL)
 
 
 @runtime_checkable

@@ -1,16 +1,30 @@
-"""A ``MetricsSink`` on prometheus-client (``pip install runnerq[prometheus]``).
+"""A ``MetricsSink`` that prometheus-client exposes (``pip install runnerq[prometheus]``).
 
 Counters become ``<namespace>_<name>_total`` and durations histograms
-``<namespace>_<name>_seconds``, each with a ``queue`` label.
+``<namespace>_<name>_seconds``, each with a ``queue`` label. Every metric the engine reports
+(``runnerq.metrics``) is exposed from the start, at zero, for each queue a sink is made for;
+other names appear when first reported.
+
+Reporting is on the worker's hot path (two durations per activity), so the sink keeps plain
+numbers, one small lock per series, and a collector turns them into metric families only when
+``/metrics`` is scraped: an observation costs a fraction of prometheus-client's own
+``Histogram.observe``.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any
+
+from .metrics import COUNTERS, DURATIONS
 
 try:
     import prometheus_client
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "runnerq.prometheus needs prometheus-client: pip install 'runnerq[prometheus]'"
@@ -36,12 +50,117 @@ DURATION_BUCKETS = (
     30.0,
     60.0,
     300.0,
-    float("inf"),
+    math.inf,
 )
+# The ``le`` labels as prometheus-client writes them (Go's float format for these bounds).
+_BUCKET_LABELS = tuple("+Inf" if math.isinf(b) else repr(b) for b in DURATION_BUCKETS)
+
+
+class _Counter:
+    __slots__ = ("lock", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value = 0.0
+
+
+class _Histogram:
+    """Per-bucket counts (not cumulative: an observation adds to one bucket) and the sum."""
+
+    __slots__ = ("counts", "lock", "sum")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts = [0] * len(DURATION_BUCKETS)
+        self.sum = 0.0
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        with self.lock:
+            counts, total = list(self.counts), self.sum
+        cumulative, buckets = 0, []
+        for label, count in zip(_BUCKET_LABELS, counts, strict=True):
+            cumulative += count
+            buckets.append((label, float(cumulative)))
+        return buckets, total
+
+
+class _Collector:
+    """Every runnerq series of one namespace in one registry, across queues."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[str, _Counter]] = {n: {} for n in COUNTERS}
+        self._histograms: dict[str, dict[str, _Histogram]] = {n: {} for n in DURATIONS}
+
+    def counter(self, name: str, queue: str) -> _Counter:
+        with self._lock:
+            return self._counters.setdefault(name, {}).setdefault(queue, _Counter())
+
+    def histogram(self, name: str, queue: str) -> _Histogram:
+        with self._lock:
+            return self._histograms.setdefault(name, {}).setdefault(queue, _Histogram())
+
+    def describe(self) -> Iterator[Any]:
+        # The names this collector stands for, so that a registry refuses a clashing metric.
+        counters, histograms = self._families()
+        for name in counters:
+            yield self._counter_family(name)
+        for name in histograms:
+            yield self._histogram_family(name)
+
+    def collect(self) -> Iterator[Any]:
+        counters, histograms = self._families()
+        for name, by_queue in counters.items():
+            family = self._counter_family(name)
+            for queue, counter in sorted(by_queue.items()):
+                family.add_metric([queue], counter.value)
+            yield family
+        for name, hists in histograms.items():
+            family = self._histogram_family(name)
+            for queue, histogram in sorted(hists.items()):
+                buckets, total = histogram.snapshot()
+                family.add_metric([queue], buckets, total)
+            yield family
+
+    def _families(self) -> tuple[dict[str, dict[str, _Counter]], dict[str, dict[str, _Histogram]]]:
+        with self._lock:
+            counters = {name: dict(by_queue) for name, by_queue in self._counters.items()}
+            histograms = {name: dict(by_queue) for name, by_queue in self._histograms.items()}
+        return counters, histograms
+
+    def _counter_family(self, name: str) -> Any:
+        return CounterMetricFamily(
+            f"{self.namespace}_{name}", f"runnerq {name.replace('_', ' ')}", labels=["queue"]
+        )
+
+    def _histogram_family(self, name: str) -> Any:
+        return HistogramMetricFamily(
+            f"{self.namespace}_{name}_seconds",
+            f"runnerq {name.replace('_', ' ')} in seconds",
+            labels=["queue"],
+        )
+
+
+# One collector per registry and namespace: sinks for several queues in one process share it.
+_collectors: weakref.WeakKeyDictionary[Any, dict[str, _Collector]] = weakref.WeakKeyDictionary()
+_collectors_lock = threading.Lock()
+
+
+def _collector(registry: Any, namespace: str) -> _Collector:
+    with _collectors_lock:
+        by_namespace = _collectors.setdefault(registry, {})
+        collector = by_namespace.get(namespace)
+        if collector is None:
+            collector = _Collector(namespace)
+            registry.register(collector)  # raises if the registry has such names already
+            by_namespace[namespace] = collector
+        return collector
 
 
 class PrometheusMetrics:
-    """Creates each metric the first time it is reported."""
+    """Reports one queue's metrics to a prometheus-client registry (the default one unless
+    given)."""
 
     def __init__(
         self,
@@ -52,55 +171,21 @@ class PrometheusMetrics:
         self.queue = queue
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
         self.namespace = namespace
-        self._lock = threading.Lock()
-        self._counters: dict[str, Any] = {}
-        self._histograms: dict[str, Any] = {}
-
-    def _counter(self, name: str) -> Any:
-        metric = self._counters.get(name)
-        if metric is None:
-            with self._lock:
-                metric = self._counters.get(name)
-                if metric is None:
-                    family = self._existing(
-                        f"{self.namespace}_{name}"
-                    ) or prometheus_client.Counter(
-                        name,
-                        f"runnerq {name.replace('_', ' ')}",
-                        ["queue"],
-                        namespace=self.namespace,
-                        registry=self.registry,
-                    )
-                    metric = family.labels(queue=self.queue)
-                    self._counters[name] = metric
-        return metric
-
-    def _histogram(self, name: str) -> Any:
-        metric = self._histograms.get(name)
-        if metric is None:
-            with self._lock:
-                metric = self._histograms.get(name)
-                if metric is None:
-                    full = f"{self.namespace}_{name}_seconds"
-                    family = self._existing(full) or prometheus_client.Histogram(
-                        f"{name}_seconds",
-                        f"runnerq {name.replace('_', ' ')} in seconds",
-                        ["queue"],
-                        namespace=self.namespace,
-                        registry=self.registry,
-                        buckets=DURATION_BUCKETS,
-                    )
-                    metric = family.labels(queue=self.queue)
-                    self._histograms[name] = metric
-        return metric
-
-    def _existing(self, full_name: str) -> Any:
-        # Two sinks (two queues) in one process share one metric family per name.
-        names = getattr(self.registry, "_names_to_collectors", {})
-        return names.get(full_name)
+        self._collector = _collector(self.registry, namespace)
+        self._counters = {n: self._collector.counter(n, queue) for n in COUNTERS}
+        self._histograms = {n: self._collector.histogram(n, queue) for n in DURATIONS}
 
     def inc_counter(self, name: str, value: int = 1) -> None:
-        self._counter(name).inc(value)
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = self._collector.counter(name, self.queue)
+        with counter.lock:
+            counter.value += value
 
     def observe_duration(self, name: str, seconds: float) -> None:
-        self._histogram(name).observe(seconds)
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = self._histograms[name] = self._collector.histogram(name, self.queue)
+        with histogram.lock:
+            histogram.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+            histogram.sum += seconds

@@ -8,10 +8,18 @@ from typing import Any
 
 from benchmarks.peers import _common as c
 from runnerq import ActivityClient, ActivityContext, ActivityOption, WorkerEngine
+from runnerq.prometheus import PrometheusMetrics
 
 
 def worker(a: argparse.Namespace) -> None:
-    engine = WorkerEngine(redis_url=a.url, queue_name=a.queue, max_workers=a.concurrency)
+    # Metrics on, as `runnerq worker --metrics-port` runs in production (nothing scrapes them
+    # during the run; a scrape costs only when it comes).
+    engine = WorkerEngine(
+        redis_url=a.url,
+        queue_name=a.queue,
+        max_workers=a.concurrency,
+        metrics=PrometheusMetrics(a.queue),
+    )
 
     @engine.activity("noop")
     async def noop(payload: Any, ctx: ActivityContext) -> None:
