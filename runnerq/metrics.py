@@ -8,7 +8,9 @@ counters
     ``activity_lease_lost``, ``activity_released``, ``activity_enqueued``,
     ``redis_errors``
 durations (seconds)
-    ``activity_execution`` (handler run time), ``activity_queue_wait`` (from ready to start),
+    ``activity_execution`` (handler run time), ``activity_queue_wait`` (first attempts:
+    from when it became ready, i.e. enqueued, due, or sent back from the dead letters, to its
+    claim),
     ``event_loop_stall`` (each time a handler blocked the worker's event loop for long
     enough that the stall guard stepped in: see ``runnerq.stall_guard``)
 """

@@ -129,6 +129,11 @@ def record_middle(activity_type: str, options: ActivityOption, created_at: float
         optional += f',"metadata":{encode_json(options.metadata, "metadata")}'
     if options.idempotency_key is not None:
         optional += f',"idempotency_key":{_dumps(options.idempotency_key)}'
+    # When a scheduled activity becomes due: its queue wait is counted from then.
+    if options.delay:
+        optional += f',"ready_at":{float(created_at + options.delay)!r}'
+    elif options.run_at is not None:
+        optional += f',"ready_at":{float(options.run_at.timestamp())!r}'
     return (
         # ``_value_``: ``value`` is a property, two Python calls on every enqueue.
         f',"type":{type_json},"priority":"{options.priority._value_}"{optional},'
@@ -158,6 +163,9 @@ class ActivityRecord:
     created_at: float = 0.0
     idempotency_key: str | None = None
     last_error: str | None = None
+    # When it became ready to run, if not when it was created (a due time, a requeue from
+    # the dead-letter queue): its queue wait is counted from the later of the two.
+    ready_at: float | None = None
 
     def encode(self, payload_json: str | None = None) -> str:
         """The record's JSON. Pass ``payload_json`` when the payload is already encoded."""
@@ -182,6 +190,8 @@ class ActivityRecord:
             envelope["idempotency_key"] = self.idempotency_key
         if self.last_error is not None:
             envelope["last_error"] = self.last_error
+        if self.ready_at is not None:
+            envelope["ready_at"] = self.ready_at
         envelope["created_at"] = self.created_at
         head = encode_json(envelope, "activity metadata")
         return f'{head[:-1]},"payload":{payload_json}}}'
@@ -223,6 +233,7 @@ class ActivityRecord:
         if not isinstance(metadata, dict):
             raise CorruptRecordError("record field 'metadata' must be an object")
         created_at = _optional(doc, "created_at", float) or 0.0
+        ready_at = _optional(doc, "ready_at", float)
         idem = doc.get("idempotency_key")
         last_error = doc.get("last_error")
         return cls(
@@ -237,6 +248,7 @@ class ActivityRecord:
             created_at=float(created_at),
             idempotency_key=idem if isinstance(idem, str) else None,
             last_error=last_error if isinstance(last_error, str) else None,
+            ready_at=float(ready_at) if ready_at is not None else None,
         )
 
     def retried(self, error: str) -> ActivityRecord:
@@ -266,6 +278,7 @@ def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord |
     if metadata is None:
         metadata = {}
     created_at = get("created_at", 0.0)
+    ready_at = get("ready_at")
     idem = get("idempotency_key")
     last_error = get("last_error")
     if (
@@ -279,6 +292,7 @@ def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord |
         or retry_count < 0
         or type(metadata) is not dict
         or type(created_at) not in (int, float)
+        or not (ready_at is None or type(ready_at) in (int, float))
         or not (idem is None or type(idem) is str)
         or not (last_error is None or type(last_error) is str)
     ):
@@ -295,6 +309,7 @@ def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord |
         created_at=float(created_at),
         idempotency_key=idem,
         last_error=last_error,
+        ready_at=None if ready_at is None else float(ready_at),
     )
 
 

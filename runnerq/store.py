@@ -6,6 +6,7 @@ This is the only module that knows the scripts' KEYS/ARGV layout and return code
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -479,7 +480,7 @@ class QueueStore:
         entry = DeadLetterEntry.decode(activity_id, raw)
         if entry.record is None:
             return False
-        record = replace(entry.record, retry_count=0, last_error=entry.error)
+        record = replace(entry.record, retry_count=0, last_error=entry.error, ready_at=time.time())
         k = self.keys
         done = await self.scripts.requeue(
             keys=[

@@ -664,9 +664,10 @@ class Worker:
             max_retries = self._default_max_retries
         timeout = record.timeout or self._default_timeout
         if record.retry_count == 0:
-            self.metrics.observe_duration(
-                ACTIVITY_QUEUE_WAIT, max(0.0, claimed_at - record.created_at)
-            )
+            ready_at = record.created_at
+            if record.ready_at is not None and record.ready_at > ready_at:
+                ready_at = record.ready_at  # due later, or sent back from the dead letters
+            self.metrics.observe_duration(ACTIVITY_QUEUE_WAIT, max(0.0, claimed_at - ready_at))
         ctx = ActivityContext(
             activity_id=activity_id,
             activity_type=record.activity_type,

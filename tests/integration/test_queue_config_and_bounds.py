@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -152,6 +153,39 @@ async def test_stats_and_metrics(
     assert all(d >= 0.01 for d in metrics.durations["activity_execution"])
     assert len(metrics.durations["activity_queue_wait"]) == 10
     assert stats.as_dict()["by_priority"] == {"critical": 0, "high": 0, "normal": 0, "low": 0}
+
+
+async def test_queue_wait_counts_from_when_the_activity_became_ready(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any
+) -> None:
+    # Not from when it was enqueued: a delayed or timed activity waits from its due time, a
+    # dead-lettered one sent back from when it was sent back.
+    metrics = InMemoryMetrics()
+    engine = make_engine(metrics=metrics, schedule_poll_interval=120)
+    failed_once: set[str] = set()
+
+    @engine.activity("ok")
+    async def ok(payload: Any, ctx: ActivityContext) -> Any:
+        if payload == "fail once" and ctx.activity_id not in failed_once:
+            failed_once.add(ctx.activity_id)
+            raise ActivityError.non_retry("first time")
+        return payload
+
+    await run_engine(engine)
+    gap = 0.6
+    delayed = await client.execute_activity("ok", 1, ActivityOption(delay=gap))
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=gap)
+    timed = await client.execute_activity("ok", 2, ActivityOption(run_at=when))
+    dead = await client.execute_activity("ok", "fail once")
+    with pytest.raises(ActivityDeadLetteredError):
+        await dead.get_result(timeout=10)
+    await asyncio.sleep(gap)
+    assert await client.requeue_dead_letter(dead.activity_id)
+    for future in (delayed, timed, dead):
+        await future.get_result(timeout=10)
+    waits = metrics.durations["activity_queue_wait"]
+    assert len(waits) == 4  # the failing one twice: its first run and its requeue
+    assert all(w < gap / 2 for w in waits), waits
 
 
 async def test_prometheus_sink(

@@ -48,6 +48,13 @@ def test_bulk_records_are_what_the_record_encodes() -> None:
             metadata=options.metadata,
             created_at=created_at,
             idempotency_key=options.idempotency_key,
+            ready_at=(  # a scheduled one is ready when due
+                created_at + options.delay
+                if options.delay
+                else options.run_at.timestamp()
+                if options.run_at
+                else None
+            ),
         )
         assert item.record_json == expected.encode()
         assert item.idempotency_key == options.idempotency_key

@@ -35,6 +35,7 @@ _json = st.recursive(
     metadata=st.dictionaries(st.text(max_size=5), _json, max_size=3),
     created_at=st.floats(min_value=0, max_value=4e9),
     idempotency_key=st.none() | st.text(min_size=1, max_size=20),
+    delay=st.none() | st.floats(min_value=0, max_value=1e9) | st.integers(0, 10**6),
 )
 def test_same_text_as_the_record_encoder(
     activity_id: str,
@@ -46,6 +47,7 @@ def test_same_text_as_the_record_encoder(
     metadata: dict[str, Any],
     created_at: float,
     idempotency_key: str | None,
+    delay: float | None,
 ) -> None:
     shared: dict[str, Any] = {
         "priority": priority,
@@ -54,13 +56,14 @@ def test_same_text_as_the_record_encoder(
         "metadata": metadata,
         "idempotency_key": idempotency_key,
     }
-    options = ActivityOption(**shared)
+    options = ActivityOption(**shared, delay=delay)
     fast = encode_record(activity_id, activity_type, payload, options, created_at, 1 << 30)
     record = ActivityRecord(
         id=activity_id,
         activity_type=activity_type,
         payload=payload,
         created_at=created_at,
+        ready_at=created_at + delay if delay else None,  # a delayed one is ready when due
         **shared,
     )
     assert fast == record.encode()
