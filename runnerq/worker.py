@@ -77,6 +77,10 @@ _MAX_BACKOFF = 5.0
 # 2 s or more, and a stopping worker's loops end soon even if a cancellation was swallowed.
 _BLOCK_SECONDS = 2
 _NOTHING_LOST: AbstractSet[str] = frozenset()
+# How long a stopping worker waits for handlers it cancelled (after the grace period) to end.
+# One that ignores cancellation is left running and keeps its lease until the lease expires;
+# everything else is handed back, so a pod's termination grace period is not all spent.
+CANCELLED_WAIT = 10.0
 
 
 def new_worker_id() -> str:
@@ -261,11 +265,14 @@ class Worker:
         self._buffer.clear()  # never started: their leases are handed back below
         for entry in list(self.running.values()):
             entry.stop("shutdown")
-        await self._all_idle.wait()
+        stuck = await self._wait_for_cancelled()
         for slot in self._slots:
             slot.cancel()
-        if self._slots:
-            await asyncio.wait(self._slots)
+        slots = [slot for slot in self._slots if slot not in stuck.values()]
+        if slots:
+            await asyncio.wait(slots, timeout=CANCELLED_WAIT)
+        for activity_id in stuck:
+            self.held.pop(activity_id, None)  # may still be running: its lease runs out
         await self._drain_acks()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.store.close_waiter(self._waiter)
@@ -280,6 +287,22 @@ class Worker:
         self._deadlines.close()
         if self.stall_guard is not None:
             await self.stall_guard.stop()
+
+    async def _wait_for_cancelled(self) -> dict[str, asyncio.Task[None]]:
+        """Wait up to ``CANCELLED_WAIT`` for the cancelled handlers to end; returns those
+        still running (id -> slot task), which ignore cancellation."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CANCELLED_WAIT):
+                await self._all_idle.wait()
+        stuck = {activity_id: entry.task for activity_id, entry in self.running.items()}
+        if stuck:
+            log.error(
+                "activities %s did not stop within %.1fs of being cancelled (their handlers"
+                " ignore cancellation): left running, their leases return when they expire",
+                ", ".join(sorted(stuck)),
+                CANCELLED_WAIT,
+            )
+        return stuck
 
     async def _drain_acks(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(TimeoutError):
@@ -458,6 +481,8 @@ class Worker:
         while True:
             item = self._next_buffered()
             if item is None:
+                if self._stopping:
+                    return  # (a slot whose handler ignored the stop's cancellation ends here)
                 waiter = loop.create_future()
                 self._idle_slots.append(waiter)
                 await waiter  # a cancellation here is the worker stopping: the slot ends

@@ -4,6 +4,7 @@ re-delivered after its lease expires and completes exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,9 +13,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from runnerq import ActivityClient, ActivityContext, ActivityOption
+from runnerq import worker as worker_module
 from runnerq.keys import QueueKeys
 from tests.conftest import EngineFactory
 from tests.support.polling import eventually
@@ -61,6 +64,52 @@ async def test_graceful_stop_finishes_short_and_hands_back_long(
     assert await long.get_result(timeout=10) == "long (second worker)"
     await again.stop()
     await task
+
+
+async def test_a_handler_that_ignores_cancellation_does_not_hold_up_shutdown(
+    client: ActivityClient,
+    make_engine: EngineFactory,
+    raw_redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(worker_module, "CANCELLED_WAIT", 0.3)
+    engine = make_engine(
+        max_workers=1, prefetch=3, shutdown_grace=0.2, lease_duration=60, heartbeat_interval=10
+    )
+    started = asyncio.Event()
+    let_go = asyncio.Event()
+
+    @engine.activity("stubborn")
+    async def stubborn(payload: Any, ctx: ActivityContext) -> Any:
+        started.set()
+        while not let_go.is_set():
+            # Swallowed: the kind of handler a worker must still shut down past.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.02)
+        return payload
+
+    stuck = await client.execute_activity("stubborn", "stuck")
+    waiting = [await client.execute_activity("stubborn", i) for i in range(3)]
+    task = asyncio.create_task(engine.start(install_signal_handlers=False))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        worker = engine.worker
+        assert worker is not None
+        await eventually(lambda: _value(len(worker.held) == 4), what="all four held")
+        async with asyncio.timeout(5):  # grace 0.2 s + 0.3 s for the cancelled: not forever
+            await engine.stop()
+        keys = QueueKeys(client.queue_name)
+        # What never started is handed back at once; the stuck one keeps its lease (it may
+        # still be running) until the lease expires.
+        ready = set(await raw_redis.zrange(keys.ready, 0, -1))
+        assert ready == {f.activity_id for f in waiting}
+        assert await raw_redis.zrange(keys.inflight, 0, -1) == [stuck.activity_id]
+        assert stuck.activity_id in caplog.text
+        assert "did not stop" in caplog.text
+    finally:
+        let_go.set()
+        await task
 
 
 async def test_clean_shutdown_loses_and_duplicates_nothing(
