@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from .batching import Coalescer
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL, QueueSettings, RedisConfig
 from .connection import connect, translate_errors, warm_up
+from .errors import BulkEnqueueError
 from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
@@ -25,7 +26,7 @@ from .record import DeadLetterEntry
 from .results import ResultListener
 from .scripts import Scripts
 from .stats import QueueStats
-from .store import EnqueueItem, QueueStore
+from .store import EnqueueInterrupted, EnqueueItem, QueueStore
 
 __all__ = ["ActivityBuilder", "ActivityClient"]
 
@@ -114,14 +115,25 @@ class ActivityClient:
 
         Each entry is ``(type, payload)`` or ``(type, payload, options)``. Every entry is
         checked and its payload encoded before anything is sent: a bad one raises and
-        enqueues none."""
+        enqueues none. If Redis fails part way, ``BulkEnqueueError`` says which entries went
+        in, which may have, and which were never sent."""
         entries = BulkEntries(self._ids, activities, self.settings.max_payload_bytes)
         if not len(entries):
             return []
         # In order (FIFO within a priority): streamed on one connection, never batches on
         # parallel connections, which could reach Redis out of order.
-        with translate_errors("cannot enqueue"):
-            done = await self.store.enqueue_batches(entries.batches(_ENQUEUE_BATCH))
+        try:
+            with translate_errors("cannot enqueue"):
+                done = await self.store.enqueue_batches(entries.batches(_ENQUEUE_BATCH))
+        except EnqueueInterrupted as exc:
+            applied = self._futures(exc.done)
+            unsent = len(entries) - len(applied) - len(exc.unknown)
+            raise BulkEnqueueError(
+                f"cannot enqueue: {exc.__cause__}", applied, exc.unknown, unsent
+            ) from exc.__cause__
+        return self._futures(done)
+
+    def _futures(self, done: list[list[tuple[str, bool]]]) -> list[ActivityFuture]:
         futures = [ActivityFuture(self, i, created) for batch in done for i, created in batch]
         self.metrics.inc_counter(ACTIVITY_ENQUEUED, sum(1 for f in futures if f.created))
         return futures

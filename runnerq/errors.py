@@ -7,6 +7,7 @@
     │   └── DuplicateHandlerError   a second handler for one activity type
     ├── SerializationError          a payload or result that is not JSON, or too large
     ├── RedisUnavailableError       Redis cannot be reached (connect refused, connection lost)
+    │   └── BulkEnqueueError        ... part way through a bulk enqueue: what got in, what not
     ├── ActivityNotFoundError       no activity with that id (never enqueued, or expired)
     ├── WorkerError                 what awaiting an activity's result can raise
     │   ├── ActivityDeadLetteredError   retries exhausted or a non-retryable error
@@ -38,6 +39,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .future import ActivityFuture
 
 __all__ = [
     "ActivityCancelledError",
@@ -45,6 +50,7 @@ __all__ = [
     "ActivityError",
     "ActivityNotFoundError",
     "ActivityTimedOutError",
+    "BulkEnqueueError",
     "ConfigurationError",
     "DuplicateHandlerError",
     "NonRetryableError",
@@ -76,6 +82,27 @@ class SerializationError(RunnerQError, ValueError):
 
 class RedisUnavailableError(RunnerQError, ConnectionError):
     """Redis could not be reached, or the connection was lost mid-command."""
+
+
+class BulkEnqueueError(RedisUnavailableError):
+    """A bulk enqueue (``enqueue_many``) failed part way: the connection was lost, or Redis
+    refused a batch (out of memory, say), after some batches may have gone in.
+
+    Entries go to Redis in order, so the list given splits in three: the first
+    ``len(applied)`` entries were enqueued (``applied`` holds their futures); the next
+    ``len(unknown)`` were written but no reply was read (their ids: each may or may not be
+    in the queue; send them again with idempotency keys to be sure of once); the last
+    ``unsent`` were never written (safe to send again)."""
+
+    def __init__(
+        self, message: str, applied: list[ActivityFuture], unknown: list[str], unsent: int
+    ) -> None:
+        super().__init__(
+            f"{message} ({len(applied)} enqueued, {len(unknown)} unknown, {unsent} not sent)"
+        )
+        self.applied = applied
+        self.unknown = unknown
+        self.unsent = unsent
 
 
 class ActivityNotFoundError(RunnerQError, LookupError):

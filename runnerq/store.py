@@ -102,6 +102,24 @@ class Claim:
     redelivered: dict[str, int] = field(default_factory=dict)
 
 
+class EnqueueInterrupted(Exception):
+    """An enqueue of several batches failed part way (the cause is ``__cause__``): ``done``
+    holds the parsed replies of the batches known to be in (the first ones, in order),
+    ``unknown`` the ids of the batches written after them without a reply read."""
+
+    def __init__(self, done: list[list[tuple[str, bool]]], unknown: list[str]) -> None:
+        super().__init__(f"{len(done)} batches in, {len(unknown)} activities unknown")
+        self.done = done
+        self.unknown = unknown
+
+
+class _StreamBroken(Exception):
+    def __init__(self, sent: list[Sequence[EnqueueItem]], replies: list[Any]) -> None:
+        super().__init__("the enqueue stream broke")
+        self.sent = sent
+        self.replies = replies
+
+
 class QueueStore:
     """Typed access to one queue's keys and scripts."""
 
@@ -133,8 +151,15 @@ class QueueStore:
     # -- producing ---------------------------------------------------------------------
 
     async def enqueue(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
-        """Add activities in one script call; returns (id standing for it, created) each."""
-        return (await self.enqueue_batches([items]))[0]
+        """Add activities in one script call; returns (id standing for it, created) each.
+        Raises what made it fail (one call: nothing to split)."""
+        try:
+            return (await self.enqueue_batches([items]))[0]
+        except EnqueueInterrupted as exc:
+            cause = exc.__cause__
+            if cause is None:  # pragma: no cover - always raised from its cause
+                raise
+        raise cause  # outside the except block: as it was raised, with no added context
 
     async def enqueue_batches(
         self, batches: Iterable[Sequence[EnqueueItem]]
@@ -150,17 +175,43 @@ class QueueStore:
         idempotency key). A connection Redis closed is replaced before the call is written."""
         pool = None if self.is_cluster else getattr(self.redis, "connection_pool", None)
         if pool is None:
-            return [await self._enqueue_by_script(batch) for batch in batches]
-        sent, replies = await self._stream(pool, batches)
+            done: list[list[tuple[str, bool]]] = []
+            for batch in batches:
+                try:
+                    done.append(await self._enqueue_by_script(batch))
+                except Exception as exc:
+                    raise EnqueueInterrupted(done, [item.id for item in batch]) from exc
+            return done
+        try:
+            sent, replies = await self._stream(pool, batches)
+        except _StreamBroken as broken:
+            raise self._interrupted(broken.sent, broken.replies) from broken.__cause__
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those calls did not run
-            await self.load_scripts()
-            _, again = await self._stream(pool, [sent[i] for i in lost])
+            try:
+                await self.load_scripts()
+                _, again = await self._stream(pool, [sent[i] for i in lost])
+                for reply in again:
+                    if isinstance(reply, NoScriptError):
+                        raise reply
+            except Exception as exc:  # known to be in: what came before the first lost one
+                cause = exc.__cause__ if isinstance(exc, _StreamBroken) else exc
+                raise self._interrupted(sent, replies[: lost[0]]) from cause
             for i, reply in zip(lost, again, strict=True):
-                if isinstance(reply, NoScriptError):
-                    raise reply
                 replies[i] = reply
         return [self.parse_enqueue(b, r) for b, r in zip(sent, replies, strict=True)]
+
+    def _interrupted(
+        self, sent: list[Sequence[EnqueueItem]], replies: list[Any]
+    ) -> EnqueueInterrupted:
+        """What a broken stream applied for sure (the batches up to the first reply missing or
+        not a result, in order), and the ids of the rest it wrote."""
+        done: list[list[tuple[str, bool]]] = []
+        for batch, reply in zip(sent, replies, strict=False):
+            if isinstance(reply, NoScriptError):
+                break
+            done.append(self.parse_enqueue(batch, reply))
+        return EnqueueInterrupted(done, [item.id for batch in sent[len(done) :] for item in batch])
 
     async def _enqueue_by_script(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
         call = self.enqueue_call(items)
@@ -170,21 +221,28 @@ class QueueStore:
         self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]
     ) -> tuple[list[Sequence[EnqueueItem]], list[Any]]:
         """Write each batch's call, then read the replies; returns the batches and their
-        replies, a ``NoScriptError`` for a call that found no script (any other error raises)."""
-        conn = await pool.get_connection()
+        replies, a ``NoScriptError`` for a call that found no script. Any other error raises
+        ``_StreamBroken`` with what was written and read by then (its cause: the error)."""
         sent: list[Sequence[EnqueueItem]] = []
         replies: list[Any] = []
         try:
+            conn = await pool.get_connection()
+        except Exception as exc:
+            raise _StreamBroken(sent, replies) from exc
+        try:
             for batch in batches:
-                await conn.send_packed_command(self._enqueue_command(batch), check_health=False)
-                sent.append(batch)
+                command = self._enqueue_command(batch)
+                sent.append(batch)  # before the write: a failed write may still have got there
+                await conn.send_packed_command(command, check_health=False)
             for _ in sent:
                 try:
                     replies.append(await conn.read_response())
                 except NoScriptError as exc:
                     replies.append(exc)
-        except BaseException:
+        except BaseException as exc:
             await conn.disconnect()  # replies may still be on their way: never reuse it
+            if isinstance(exc, Exception):
+                raise _StreamBroken(sent, replies) from exc
             raise
         finally:
             await pool.release(conn)

@@ -37,7 +37,9 @@ class ChaosProxy:
     * ``stall()`` / ``resume()``: hold every byte (existing and new connections) until resumed;
     * ``cut()``: reset every open connection now;
     * ``refusing``: new connections are reset as soon as they are accepted;
-    * ``half_open()``: current connections go silent forever (no FIN, no RST), new ones work.
+    * ``half_open()``: current connections go silent forever (no FIN, no RST), new ones work;
+    * ``close_after_replies(n)``: let ``n`` more bytes through from Redis, then close that
+      connection (Redis going away between two replies).
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -51,6 +53,7 @@ class ChaosProxy:
         self.cuts = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._reply_budget: int | None = None
         self._pipes: set[_Pipe] = set()
         self._server: asyncio.Server | None = None
 
@@ -108,6 +111,9 @@ class ChaosProxy:
             pipe.dead = True
         return len(pipes)
 
+    def close_after_replies(self, nbytes: int) -> None:
+        self._reply_budget = nbytes
+
     # -- forwarding --------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -159,6 +165,14 @@ class ChaosProxy:
                 await self._flowing.wait()
                 if pipe.dead:
                     await asyncio.Event().wait()  # half-open: hold the bytes forever
+                budget = self._reply_budget
+                if budget is not None and writer is pipe.client_writer and len(data) >= budget:
+                    self._reply_budget = None
+                    writer.write(data[:budget])
+                    await writer.drain()
+                    break  # then closed, after the bytes let through
+                if budget is not None and writer is pipe.client_writer:
+                    self._reply_budget = budget - len(data)
                 writer.write(data)
                 await writer.drain()
         except OSError:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, RedisConfig, RedisUnavailableError
+from runnerq import ActivityClient, BulkEnqueueError, RedisConfig, RedisUnavailableError
 from tests.chaos.proxy import ChaosProxy
 from tests.support.polling import eventually
 
@@ -56,5 +56,56 @@ async def test_a_lost_reply_raises_and_the_enqueue_is_applied_once(
         proxy.latency = 0.0
         stats = await client.get_stats()  # a new connection: the client carries on
         assert stats.enqueued == (3 if bulk else 1)  # applied once, not resent
+    finally:
+        await client.aclose()
+
+
+async def test_a_bulk_cut_off_part_way_says_what_went_in(
+    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis
+) -> None:
+    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=5))
+    try:
+        await client.connect()
+        await client.store.load_scripts()
+        # 3,500 entries go as four calls, all written before the replies are read; Redis goes
+        # away after the first reply (a bulk without keys is answered by its count).
+        proxy.close_after_replies(len(b"*1\r\n:1000\r\n"))
+        with pytest.raises(BulkEnqueueError) as caught:
+            await client.enqueue_many([("t", i) for i in range(3500)])
+        error = caught.value
+        assert isinstance(error, RedisUnavailableError)  # what callers already catch
+        assert (len(error.applied), len(error.unknown), error.unsent) == (1000, 2500, 0)
+        assert "1000 enqueued, 2500 unknown, 0 not sent" in str(error)
+        applied = [f.activity_id for f in error.applied]
+        stored = set(await raw_redis.hkeys(client.store.keys.jobs))
+        assert set(applied) <= stored  # every one said to be in is in
+        assert stored <= set(applied) | set(error.unknown)  # nothing else is
+        # The futures work: the first entry's activity is there to wait for.
+        assert all(f.created for f in error.applied)
+        payloads = [await raw_redis.hget(client.store.keys.jobs, i) for i in applied[:3]]
+        assert all(p is not None for p in payloads)
+    finally:
+        await client.aclose()
+
+
+async def test_a_bulk_that_cannot_reach_redis_says_none_went_in(
+    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis
+) -> None:
+    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=1))
+    try:
+        await client.connect()
+        await proxy.aclose()  # open connections reset, new ones refused
+        await asyncio.sleep(0.1)  # the resets reach the client's sockets (a transport closes
+        # its socket on the loop's next turn): the pool then finds its connection dead
+        with pytest.raises(BulkEnqueueError) as caught:
+            await client.enqueue_many([("t", i) for i in range(1500)])
+        error = caught.value
+        # None went in. Where the split between unknown and never sent falls depends on
+        # when the socket tells (a write into a reset socket may fail or seem to pass);
+        # either way they add up, in order.
+        assert error.applied == []
+        assert len(error.unknown) + error.unsent == 1500
+        assert len(error.unknown) % 1000 == 0 or error.unsent == 0  # whole batches
+        assert await raw_redis.hlen(client.store.keys.jobs) == 0
     finally:
         await client.aclose()
