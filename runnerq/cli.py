@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import exit_guard
 from .client import ActivityClient
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL
 from .engine import WorkerEngine, WorkerEngineBuilder
@@ -277,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runner = {"worker": _worker, "stats": _stats, "dlq": _dlq, "enqueue": _enqueue, "demo": _demo}
     try:
+        if args.command == "worker":
+            return exit_guard.run(_worker(args))  # exits even if a handler will not stop
         return asyncio.run(runner[args.command](args))
     except WorkerError as exc:
         print(f"runnerq: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from runnerq import ActivityContext, WorkerEngine
@@ -35,3 +36,11 @@ async def sleepy(payload: Any, ctx: ActivityContext) -> Any:
 @engine.activity("echo")
 async def echo(payload: Any, ctx: ActivityContext) -> Any:
     return payload
+
+
+@engine.activity("blocking")
+async def blocking(payload: Any, ctx: ActivityContext) -> Any:
+    """Blocking code in a thread: cancelling the handler does not stop the thread."""
+    await ctx.activity_executor.redis.rpush("started", ctx.activity_id)
+    await asyncio.to_thread(time.sleep, float(payload["seconds"]))
+    return "slept"

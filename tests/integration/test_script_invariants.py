@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Coroutine
@@ -315,13 +316,22 @@ class QueueScripts(RuleBasedStateMachine):
     @rule(data=st.data())
     def requeue(self, data: st.DataObject) -> None:
         act = self.acts[data.draw(st.sampled_from(self.in_state("dead")))]
+        before = time.time()
         assert self.run(self.store.requeue(act.id))
+        after = time.time()
         act.state = "ready"
-        # The record comes back with a fresh retry budget and the dead-letter error.
+        # The record comes back with a fresh retry budget, the dead-letter error, and ready
+        # from the requeue (its queue wait counts from then).
+        ready_at = self.run(self._ready_at(act.id))
+        assert ready_at is not None and before <= ready_at <= after
         act.record = replace(
-            ActivityRecord.decode(act.record), retry_count=0, last_error="boom"
+            ActivityRecord.decode(act.record), retry_count=0, last_error="boom", ready_at=ready_at
         ).encode()
         self.counters["requeued"] += 1
+
+    async def _ready_at(self, activity_id: str) -> float | None:
+        raw: Any = await self.client.redis.hget(self.keys.jobs, activity_id)
+        return ActivityRecord.decode(raw).ready_at
 
     # -- invariants --------------------------------------------------------------------
 

@@ -225,5 +225,30 @@ async def test_sigterm_is_graceful(
             proc.wait()
 
 
+async def test_sigterm_exits_even_with_a_handler_blocked_in_a_thread(
+    client: ActivityClient, redis_url: str, raw_redis: aioredis.Redis
+) -> None:
+    # The handler is cancelled at the end of the grace period and its activity handed back;
+    # its thread sleeps on. The process exits a few seconds later without it (status 3).
+    proc = _worker(redis_url, client.queue_name, CRASH_LEASE="30", CRASH_GRACE="0.3")
+    try:
+        future = await client.execute_activity("blocking", {"seconds": 120})
+        await eventually(lambda: _started(raw_redis, future.activity_id), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 3
+        stats = await client.get_stats()
+        assert (stats.pending, stats.running) == (1, 0)  # handed back, not left leased
+        keys = QueueKeys(client.queue_name)
+        assert await raw_redis.zrange(keys.ready, 0, -1) == [future.activity_id]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _started(raw_redis: aioredis.Redis, activity_id: str) -> bool:
+    return activity_id in await raw_redis.lrange("started", 0, -1)
+
+
 async def _value(value: Any) -> Any:
     return value
