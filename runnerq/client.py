@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from .batching import Coalescer
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL, QueueSettings, RedisConfig
-from .connection import connect, translate_errors, warm_up
-from .errors import BulkEnqueueError
+from .connection import REDIS_ERRORS, connect, translate_errors, warm_up
+from .errors import BulkEnqueueError, BulkEnqueueUnavailableError
 from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
@@ -128,9 +128,11 @@ class ActivityClient:
         except EnqueueInterrupted as exc:
             applied = self._futures(exc.done)
             unsent = len(entries) - len(applied) - len(exc.unknown)
-            raise BulkEnqueueError(
-                f"cannot enqueue: {exc.__cause__}", applied, exc.unknown, unsent
-            ) from exc.__cause__
+            cause = exc.__cause__
+            kind = (
+                BulkEnqueueUnavailableError if isinstance(cause, REDIS_ERRORS) else BulkEnqueueError
+            )
+            raise kind(f"cannot enqueue: {cause}", applied, exc.unknown, unsent) from cause
         return self._futures(done)
 
     def _futures(self, done: list[list[tuple[str, bool]]]) -> list[ActivityFuture]:

@@ -7,7 +7,8 @@
     │   └── DuplicateHandlerError   a second handler for one activity type
     ├── SerializationError          a payload or result that is not JSON, or too large
     ├── RedisUnavailableError       Redis cannot be reached (connect refused, connection lost)
-    │   └── BulkEnqueueError        ... part way through a bulk enqueue: what got in, what not
+    │   └── BulkEnqueueUnavailableError  ... part way through a bulk enqueue (a BulkEnqueueError)
+    ├── BulkEnqueueError            a bulk enqueue failed part way: what got in, what did not
     ├── ActivityNotFoundError       no activity with that id (never enqueued, or expired)
     ├── WorkerError                 what awaiting an activity's result can raise
     │   ├── ActivityDeadLetteredError   retries exhausted or a non-retryable error
@@ -51,6 +52,7 @@ __all__ = [
     "ActivityNotFoundError",
     "ActivityTimedOutError",
     "BulkEnqueueError",
+    "BulkEnqueueUnavailableError",
     "ConfigurationError",
     "DuplicateHandlerError",
     "NonRetryableError",
@@ -84,9 +86,10 @@ class RedisUnavailableError(RunnerQError, ConnectionError):
     """Redis could not be reached, or the connection was lost mid-command."""
 
 
-class BulkEnqueueError(RedisUnavailableError):
-    """A bulk enqueue (``enqueue_many``) failed part way: the connection was lost, or Redis
-    refused a batch (out of memory, say), after some batches may have gone in.
+class BulkEnqueueError(RunnerQError):
+    """A bulk enqueue (``enqueue_many``) failed part way: Redis refused a batch (out of
+    memory, say), or the connection was lost (then it is a ``BulkEnqueueUnavailableError``,
+    also a ``RedisUnavailableError``), after some batches may have gone in.
 
     Entries go to Redis in order, so the list given splits in three: the first
     ``len(applied)`` entries were enqueued (``applied`` holds their futures); the next
@@ -103,6 +106,10 @@ class BulkEnqueueError(RedisUnavailableError):
         self.applied = applied
         self.unknown = unknown
         self.unsent = unsent
+
+
+class BulkEnqueueUnavailableError(BulkEnqueueError, RedisUnavailableError):
+    """A ``BulkEnqueueError`` because Redis could not be reached or the connection was lost."""
 
 
 class ActivityNotFoundError(RunnerQError, LookupError):

@@ -9,6 +9,10 @@ Reporting is on the worker's hot path (two durations per activity), so the sink 
 numbers, one small lock per series, and a collector turns them into metric families only when
 ``/metrics`` is scraped: an observation costs a fraction of prometheus-client's own
 ``Histogram.observe``.
+
+Not exported: the ``_created`` series, and prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``): the numbers live in the process that reports them, which for a
+worker (one process) is where ``/metrics`` is served.
 """
 
 from __future__ import annotations
@@ -176,6 +180,8 @@ class PrometheusMetrics:
         self._histograms = {n: self._collector.histogram(n, queue) for n in DURATIONS}
 
     def inc_counter(self, name: str, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError(f"counter {name} can only go up, not by {value}")
         counter = self._counters.get(name)
         if counter is None:
             counter = self._counters[name] = self._collector.counter(name, self.queue)

@@ -133,7 +133,9 @@ def record_middle(activity_type: str, options: ActivityOption, created_at: float
     if options.delay:
         optional += f',"ready_at":{float(created_at + options.delay)!r}'
     elif options.run_at is not None:
-        optional += f',"ready_at":{float(options.run_at.timestamp())!r}'
+        due = options.run_at.timestamp()
+        if due > created_at:  # (a time in the past is now)
+            optional += f',"ready_at":{float(due)!r}'
     return (
         # ``_value_``: ``value`` is a property, two Python calls on every enqueue.
         f',"type":{type_json},"priority":"{options.priority._value_}"{optional},'
@@ -233,7 +235,10 @@ class ActivityRecord:
         if not isinstance(metadata, dict):
             raise CorruptRecordError("record field 'metadata' must be an object")
         created_at = _optional(doc, "created_at", float) or 0.0
-        ready_at = _optional(doc, "ready_at", float)
+        try:
+            ready_at = _optional(doc, "ready_at", float)
+        except CorruptRecordError:  # only the queue-wait metric reads it: not worth a record
+            ready_at = None
         idem = doc.get("idempotency_key")
         last_error = doc.get("last_error")
         return cls(
@@ -292,7 +297,7 @@ def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord |
         or retry_count < 0
         or type(metadata) is not dict
         or type(created_at) not in (int, float)
-        or not (ready_at is None or type(ready_at) in (int, float))
+        or not (ready_at is None or (type(ready_at) in (int, float) and 0 <= ready_at < math.inf))
         or not (idem is None or type(idem) is str)
         or not (last_error is None or type(last_error) is str)
     ):

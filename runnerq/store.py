@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from .config import NOTIFY_CAP, QueueSettings
 from .connection import mark_used
@@ -102,6 +102,11 @@ class Claim:
     redelivered: dict[str, int] = field(default_factory=dict)
 
 
+# What Redis can do to an enqueue part way (a lost connection, an error reply such as OOM);
+# anything else is a bug here, raised as it is.
+_REDIS_FAILURES = (RedisError, OSError)
+
+
 class EnqueueInterrupted(Exception):
     """An enqueue of several batches failed part way (the cause is ``__cause__``): ``done``
     holds the parsed replies of the batches known to be in (the first ones, in order),
@@ -179,7 +184,7 @@ class QueueStore:
             for batch in batches:
                 try:
                     done.append(await self._enqueue_by_script(batch))
-                except Exception as exc:
+                except _REDIS_FAILURES as exc:
                     raise EnqueueInterrupted(done, [item.id for item in batch]) from exc
             return done
         try:
@@ -194,7 +199,7 @@ class QueueStore:
                 for reply in again:
                     if isinstance(reply, NoScriptError):
                         raise reply
-            except Exception as exc:  # known to be in: what came before the first lost one
+            except _REDIS_FAILURES as exc:  # known to be in: what came before the first lost one
                 cause = exc.__cause__ if isinstance(exc, _StreamBroken) else exc
                 raise self._interrupted(sent, replies[: lost[0]]) from cause
             for i, reply in zip(lost, again, strict=True):
@@ -227,7 +232,7 @@ class QueueStore:
         replies: list[Any] = []
         try:
             conn = await pool.get_connection()
-        except Exception as exc:
+        except _REDIS_FAILURES as exc:
             raise _StreamBroken(sent, replies) from exc
         try:
             for batch in batches:
@@ -241,7 +246,7 @@ class QueueStore:
                     replies.append(exc)
         except BaseException as exc:
             await conn.disconnect()  # replies may still be on their way: never reuse it
-            if isinstance(exc, Exception):
+            if isinstance(exc, _REDIS_FAILURES):
                 raise _StreamBroken(sent, replies) from exc
             raise
         finally:

@@ -272,7 +272,8 @@ class Worker:
         if slots:
             await asyncio.wait(slots, timeout=CANCELLED_WAIT)
         for activity_id in stuck:
-            self.held.pop(activity_id, None)  # may still be running: its lease runs out
+            if activity_id in self.running:  # (one that ended meanwhile is handed back)
+                self.held.pop(activity_id, None)  # may still be running: its lease runs out
         await self._drain_acks()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.store.close_waiter(self._waiter)
@@ -806,6 +807,14 @@ class Worker:
     # -- acknowledging -----------------------------------------------------------------
 
     def _ack(self, ack: _Ack) -> None:
+        if self._acks_closed:  # a handler that ignored the stop's cancellation, ending late
+            log.warning(
+                "activity %s ended after the worker stopped: its outcome (%s) is not recorded;"
+                " it runs again when its lease expires",
+                ack.activity_id,
+                ack.kind,
+            )
+            return
         self._acks.append(ack)
         self._acks_idle.clear()
         self._ack_ready.set()

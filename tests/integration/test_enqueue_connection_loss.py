@@ -13,9 +13,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, BulkEnqueueError, RedisConfig, RedisUnavailableError
+from runnerq import (
+    ActivityClient,
+    BulkEnqueueError,
+    BulkEnqueueUnavailableError,
+    RedisConfig,
+    RedisUnavailableError,
+)
 from tests.chaos.proxy import ChaosProxy
 from tests.support.polling import eventually
+from tests.support.redis_server import RedisServer
 
 LATENCY = 0.3  # each way: the call reaches Redis at ~0.3 s, its reply would come ~0.3 s later
 
@@ -73,6 +80,7 @@ async def test_a_bulk_cut_off_part_way_says_what_went_in(
         with pytest.raises(BulkEnqueueError) as caught:
             await client.enqueue_many([("t", i) for i in range(3500)])
         error = caught.value
+        assert isinstance(error, BulkEnqueueUnavailableError)
         assert isinstance(error, RedisUnavailableError)  # what callers already catch
         assert (len(error.applied), len(error.unknown), error.unsent) == (1000, 2500, 0)
         assert "1000 enqueued, 2500 unknown, 0 not sent" in str(error)
@@ -109,3 +117,25 @@ async def test_a_bulk_that_cannot_reach_redis_says_none_went_in(
         assert await raw_redis.hlen(client.store.keys.jobs) == 0
     finally:
         await client.aclose()
+
+
+async def test_a_bulk_redis_refuses_is_a_bulk_error_not_an_unavailable_one() -> None:
+    # An error reply (out of memory) is not a connection problem: sending again as it is will
+    # not help, so it is not a RedisUnavailableError (which callers may retry on).
+    with RedisServer() as server:
+        client = ActivityClient(server.url, "oom")
+        try:
+            await client.connect()
+            await client.store.load_scripts()
+            await client.redis.config_set("maxmemory", 1)  # every write is refused
+            with pytest.raises(BulkEnqueueError) as caught:
+                await client.enqueue_many([("t", i) for i in range(1500)])
+            error = caught.value
+            assert not isinstance(error, RedisUnavailableError)
+            assert "maxmemory" in str(error)
+            assert error.applied == []
+            assert len(error.unknown) + error.unsent == 1500
+            await client.redis.config_set("maxmemory", 0)
+            assert (await client.get_stats()).enqueued == 0
+        finally:
+            await client.aclose()

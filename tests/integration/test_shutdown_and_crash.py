@@ -107,6 +107,10 @@ async def test_a_handler_that_ignores_cancellation_does_not_hold_up_shutdown(
         assert await raw_redis.zrange(keys.inflight, 0, -1) == [stuck.activity_id]
         assert stuck.activity_id in caplog.text
         assert "did not stop" in caplog.text
+        let_go.set()  # it ends now, after the stop: its outcome cannot be sent, and says so
+        await eventually(
+            lambda: _value("ended after the worker stopped" in caplog.text), what="the warning"
+        )
     finally:
         let_go.set()
         await task

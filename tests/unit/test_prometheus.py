@@ -146,3 +146,9 @@ def test_reports_from_several_threads_all_count() -> None:
     assert registry.get_sample_value("runnerq_activity_execution_seconds_bucket", le) == 0
     le = {**labels, "le": "0.005"}
     assert registry.get_sample_value("runnerq_activity_execution_seconds_bucket", le) == total
+
+
+def test_a_counter_only_goes_up() -> None:
+    sink = PrometheusMetrics("q", registry=prometheus_client.CollectorRegistry())
+    with pytest.raises(ValueError, match="only go up"):
+        sink.inc_counter(ACTIVITY_COMPLETED, -1)

@@ -3,6 +3,7 @@ text as ``ActivityRecord.encode`` and refuses what the encoder refuses."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -90,3 +91,22 @@ def test_refuses_what_cannot_be_stored(
 @given(_json)
 def test_the_one_shot_encoder_writes_what_the_json_module_writes(value: Any) -> None:
     assert _dumps(value) == _encoder.encode(value)
+
+
+def test_a_run_at_in_the_past_writes_no_ready_at() -> None:
+    past = ActivityOption(run_at=dt.datetime(1960, 1, 1, tzinfo=dt.UTC))
+    record = ActivityRecord.decode(encode_record("a", "t", None, past, 1e9, 1 << 30))
+    assert record.ready_at is None  # ready now: queue wait from created_at
+    future = ActivityOption(run_at=dt.datetime(2040, 1, 1, tzinfo=dt.UTC))
+    record = ActivityRecord.decode(encode_record("a", "t", None, future, 1e9, 1 << 30))
+    assert record.ready_at == dt.datetime(2040, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize("bad", [-5, True, "soon", float("inf")])
+def test_a_bad_ready_at_does_not_make_a_record_corrupt(bad: Any) -> None:
+    # Only the queue-wait metric reads it: the activity still runs (and a dead-letter entry
+    # keeps its record, so it can be requeued).
+    doc = {"id": "a", "type": "t", "payload": 1, "created_at": 5.0, "ready_at": bad}
+    record = ActivityRecord.from_dict(json.loads(json.dumps(doc)))
+    assert (record.id, record.ready_at) == ("a", None)
+    assert ActivityRecord.decode(json.dumps(doc)).ready_at is None
