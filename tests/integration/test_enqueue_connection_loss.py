@@ -34,6 +34,18 @@ async def proxy(redis_url: str) -> AsyncIterator[ChaosProxy]:
         yield chaos
 
 
+@pytest.fixture
+async def proxied(proxy: ChaosProxy, queue_name: str) -> AsyncIterator[ActivityClient]:
+    """A connected client whose connections go through the proxy."""
+    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=5))
+    try:
+        await client.connect()
+        await client.store.load_scripts()
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def _cut_once_applied(proxy: ChaosProxy, raw: aioredis.Redis, stats_key: str) -> None:
     # Watched on a direct connection: the call has reached Redis and been applied, and its
     # reply is still held by the proxy's latency when the connection is cut.
@@ -68,55 +80,42 @@ async def test_a_lost_reply_raises_and_the_enqueue_is_applied_once(
 
 
 async def test_a_bulk_cut_off_part_way_says_what_went_in(
-    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis
+    proxy: ChaosProxy, proxied: ActivityClient, raw_redis: aioredis.Redis
 ) -> None:
-    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=5))
-    try:
-        await client.connect()
-        await client.store.load_scripts()
-        # 3,500 entries go as four calls, all written before the replies are read; Redis goes
-        # away after the first reply (a bulk without keys is answered by its count).
-        proxy.close_after_replies(len(b"*1\r\n:1000\r\n"))
-        with pytest.raises(BulkEnqueueError) as caught:
-            await client.enqueue_many([("t", i) for i in range(3500)])
-        error = caught.value
-        assert isinstance(error, BulkEnqueueUnavailableError)
-        assert isinstance(error, RedisUnavailableError)  # what callers already catch
-        assert (len(error.applied), len(error.unknown), error.unsent) == (1000, 2500, 0)
-        assert "1000 enqueued, 2500 unknown, 0 not sent" in str(error)
-        applied = [f.activity_id for f in error.applied]
-        stored = set(await raw_redis.hkeys(client.store.keys.jobs))
-        assert set(applied) <= stored  # every one said to be in is in
-        assert stored <= set(applied) | set(error.unknown)  # nothing else is
-        # The futures work: the first entry's activity is there to wait for.
-        assert all(f.created for f in error.applied)
-        payloads = [await raw_redis.hget(client.store.keys.jobs, i) for i in applied[:3]]
-        assert all(p is not None for p in payloads)
-    finally:
-        await client.aclose()
+    # 3,500 entries go as four calls, all written before the replies are read; Redis goes
+    # away after the first reply (a bulk without keys is answered by its count).
+    proxy.close_after_replies(len(b"*1\r\n:1000\r\n"))
+    with pytest.raises(BulkEnqueueError) as caught:
+        await proxied.enqueue_many([("t", i) for i in range(3500)])
+    error = caught.value
+    assert isinstance(error, BulkEnqueueUnavailableError)
+    assert isinstance(error, RedisUnavailableError)  # what callers already catch
+    assert (len(error.applied), len(error.unknown), error.unsent) == (1000, 2500, 0)
+    assert "1000 enqueued, 2500 unknown, 0 not sent" in str(error)
+    applied = [f.activity_id for f in error.applied]
+    jobs = proxied.store.keys.jobs
+    stored = set(await raw_redis.hkeys(jobs))
+    assert set(applied) <= stored  # every one said to be in is in
+    assert stored <= set(applied) | set(error.unknown)  # nothing else is
+    assert all(f.created for f in error.applied)
 
 
 async def test_a_bulk_that_cannot_reach_redis_says_none_went_in(
-    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis
+    proxy: ChaosProxy, proxied: ActivityClient, raw_redis: aioredis.Redis
 ) -> None:
-    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=1))
-    try:
-        await client.connect()
-        await proxy.aclose()  # open connections reset, new ones refused
-        await asyncio.sleep(0.1)  # the resets reach the client's sockets (a transport closes
-        # its socket on the loop's next turn): the pool then finds its connection dead
-        with pytest.raises(BulkEnqueueError) as caught:
-            await client.enqueue_many([("t", i) for i in range(1500)])
-        error = caught.value
-        # None went in. Where the split between unknown and never sent falls depends on
-        # when the socket tells (a write into a reset socket may fail or seem to pass);
-        # either way they add up, in order.
-        assert error.applied == []
-        assert len(error.unknown) + error.unsent == 1500
-        assert len(error.unknown) % 1000 == 0 or error.unsent == 0  # whole batches
-        assert await raw_redis.hlen(client.store.keys.jobs) == 0
-    finally:
-        await client.aclose()
+    await proxy.aclose()  # open connections reset, new ones refused
+    await asyncio.sleep(0.1)  # the resets reach the client's sockets (a transport closes
+    # its socket on the loop's next turn): the pool then finds its connection dead
+    with pytest.raises(BulkEnqueueError) as caught:
+        await proxied.enqueue_many([("t", i) for i in range(1500)])
+    error = caught.value
+    # None went in. Where the split between unknown and never sent falls depends on
+    # when the socket tells (a write into a reset socket may fail or seem to pass);
+    # either way they add up, in order.
+    assert error.applied == []
+    assert len(error.unknown) + error.unsent == 1500
+    assert len(error.unknown) % 1000 == 0 or error.unsent == 0  # whole batches
+    assert await raw_redis.hlen(proxied.store.keys.jobs) == 0
 
 
 async def test_a_bulk_redis_refuses_is_a_bulk_error_not_an_unavailable_one() -> None:

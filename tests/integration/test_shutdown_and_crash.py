@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +212,21 @@ async def test_sigkill_mid_activity_redelivers_after_lease_and_completes_once(
                 proc.wait()
 
 
+@contextlib.contextmanager
+def _running_worker(redis_url: str, queue: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = _worker(redis_url, queue, **env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 async def test_sigterm_is_graceful(
     client: ActivityClient, redis_url: str, raw_redis: aioredis.Redis
 ) -> None:
-    proc = _worker(redis_url, client.queue_name, CRASH_LEASE="30", CRASH_GRACE="10")
-    try:
+    with _running_worker(redis_url, client.queue_name, CRASH_LEASE="30", CRASH_GRACE="10") as proc:
         future = await client.execute_activity("sleepy", {"seconds": 0.5})
         await eventually(lambda: raw_redis.get(f"attempts:{future.activity_id}"), timeout=20)
         proc.send_signal(signal.SIGTERM)
@@ -223,10 +234,6 @@ async def test_sigterm_is_graceful(
         # The running activity was allowed to finish within the grace period.
         assert await future.get_result(timeout=5) == {"slept": 0.5}
         assert (await client.get_stats()).redelivered == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_sigterm_exits_even_with_a_handler_blocked_in_a_thread(
@@ -234,8 +241,7 @@ async def test_sigterm_exits_even_with_a_handler_blocked_in_a_thread(
 ) -> None:
     # The handler is cancelled at the end of the grace period and its activity handed back;
     # its thread sleeps on. The process exits a few seconds later without it (status 3).
-    proc = _worker(redis_url, client.queue_name, CRASH_LEASE="30", CRASH_GRACE="0.3")
-    try:
+    with _running_worker(redis_url, client.queue_name, CRASH_LEASE="30", CRASH_GRACE="0.3") as proc:
         future = await client.execute_activity("blocking", {"seconds": 120})
         await eventually(lambda: _started(raw_redis, future.activity_id), timeout=20)
         proc.send_signal(signal.SIGTERM)
@@ -244,10 +250,6 @@ async def test_sigterm_exits_even_with_a_handler_blocked_in_a_thread(
         assert (stats.pending, stats.running) == (1, 0)  # handed back, not left leased
         keys = QueueKeys(client.queue_name)
         assert await raw_redis.zrange(keys.ready, 0, -1) == [future.activity_id]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def _started(raw_redis: aioredis.Redis, activity_id: str) -> bool:
