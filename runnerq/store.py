@@ -177,7 +177,8 @@ class QueueStore:
         Written in runnerq's own encoding, not through redis-py's command path, which also
         means no automatic resend after a connection error: an enqueue whose reply was lost
         may have been applied, so the error goes to the caller (who can send it again with an
-        idempotency key). A connection Redis closed is replaced before the call is written."""
+        idempotency key). A connection Redis closed is replaced before the call is written.
+        On Cluster too, no resend (``_send_once_on_cluster``)."""
         pool = None if self.is_cluster else getattr(self.redis, "connection_pool", None)
         if pool is None:
             done: list[list[tuple[str, bool]]] = []
@@ -220,7 +221,25 @@ class QueueStore:
 
     async def _enqueue_by_script(self, items: Sequence[EnqueueItem]) -> list[tuple[str, bool]]:
         call = self.enqueue_call(items)
+        if self.is_cluster:
+            return self.parse_enqueue(items, await self._send_once_on_cluster(call))
         return self.parse_enqueue(items, await call.script(keys=call.keys, args=call.args))
+
+    async def _send_once_on_cluster(self, call: ScriptCall) -> Any:
+        """``call`` on the node of its keys, sent once. redis-py's cluster client sends a call
+        again after a connection error or a timeout (with its retry policy), which would apply
+        an enqueue twice if the first one ran; a call given its target node is not retried
+        (MOVED and ASK are still followed). A missing script is loaded and the call sent again:
+        it did not run. After a failure the client reloads the cluster's layout first."""
+        cluster: Any = self.redis
+        await cluster.initialize()  # a no-op unless a failure marked the layout stale
+        node = cluster.get_node_from_key(call.keys[0])
+        command = ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            return await cluster.execute_command(*command, target_nodes=node)
+        except NoScriptError:
+            await self.load_scripts()
+            return await cluster.execute_command(*command, target_nodes=node)
 
     async def _stream(
         self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]

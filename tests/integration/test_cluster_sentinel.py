@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from runnerq import (
     ActivityClient,
@@ -18,9 +20,11 @@ from runnerq import (
     ActivityOption,
     ActivityPriority,
     RedisConfig,
+    RedisUnavailableError,
     WorkerEngine,
 )
 from runnerq.keys import QueueKeys
+from tests.support.polling import eventually
 from tests.support.redis_topologies import RedisClusterSet, SentinelSet
 
 pytestmark = [
@@ -160,6 +164,60 @@ async def test_queues_spread_over_cluster_slots(cluster: RedisClusterSet) -> Non
 async def test_cluster_failover(cluster: RedisClusterSet) -> None:
     queue = "cluster-failover"
     await _survives_failover(cluster.url, queue, lambda: cluster.fail_over(QueueKeys(queue).ready))
+
+
+async def test_a_cluster_enqueue_whose_reply_is_late_is_not_sent_again(
+    cluster: RedisClusterSet,
+) -> None:
+    # The queue's node is busy for a second (a script spinning on it): the enqueue's read
+    # times out while the call waits in Redis. It must raise, not be sent again behind the
+    # caller's back (each resend would run when the node is free again).
+    queue = "cluster-no-resend"
+    port = cluster.master_of(QueueKeys(queue).ready)
+    config = RedisConfig(socket_timeout=0.15, conn_timeout=2)
+    async with ActivityClient(cluster.url, queue, redis_config=config) as client:
+        await client.store.load_scripts()
+        spin = subprocess.Popen(
+            ["redis-cli", "-p", str(port), "EVAL", _SPIN_ONE_SECOND, "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await eventually(lambda: _busy(port), timeout=5, what="the node busy")
+            with pytest.raises(RedisUnavailableError):
+                await client.execute_activity("t", 1)
+            await asyncio.to_thread(spin.wait, 10)
+        finally:
+            if spin.poll() is None:
+                spin.kill()
+                spin.wait()
+    async with ActivityClient(cluster.url, queue) as client:
+        stats = await client.get_stats()
+    assert (stats.enqueued, stats.pending) == (1, 1)  # run once, when the node was free
+
+
+async def _busy(port: int) -> bool:
+    """Whether the node at ``port`` is held by a script (a PING gets no answer in time)."""
+    node = aioredis.Redis(port=port)
+    try:
+        await asyncio.wait_for(node.ping(), 0.05)
+        return False
+    except TimeoutError:
+        return True
+    finally:
+        await node.aclose()
+
+
+# Holds a node for one second (a busy script blocks every other client, under the
+# cluster's node timeout of 1.5 s).
+_SPIN_ONE_SECOND = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > 1000000
+return 1
+"""
 
 
 async def test_sentinel_behaviour(sentinels: SentinelSet) -> None:
