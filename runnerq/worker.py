@@ -265,15 +265,16 @@ class Worker:
         self._buffer.clear()  # never started: their leases are handed back below
         for entry in list(self.running.values()):
             entry.stop("shutdown")
-        stuck = await self._wait_for_cancelled()
+        await self._wait_for_cancelled()
         for slot in self._slots:
             slot.cancel()
-        slots = [slot for slot in self._slots if slot not in stuck.values()]
+        stuck = {entry.task for entry in self.running.values()}
+        slots = [slot for slot in self._slots if slot not in stuck]
         if slots:
             await asyncio.wait(slots, timeout=CANCELLED_WAIT)
-        for activity_id in stuck:
-            if activity_id in self.running:  # (one that ended meanwhile is handed back)
-                self.held.pop(activity_id, None)  # may still be running: its lease runs out
+        # Still running: its lease runs out. What ended by now is handed back below.
+        for activity_id in self.running:
+            self.held.pop(activity_id, None)
         await self._drain_acks()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.store.close_waiter(self._waiter)
@@ -289,21 +290,19 @@ class Worker:
         if self.stall_guard is not None:
             await self.stall_guard.stop()
 
-    async def _wait_for_cancelled(self) -> dict[str, asyncio.Task[None]]:
-        """Wait up to ``CANCELLED_WAIT`` for the cancelled handlers to end; returns those
-        still running (id -> slot task), which ignore cancellation."""
+    async def _wait_for_cancelled(self) -> None:
+        """Wait up to ``CANCELLED_WAIT`` for the cancelled handlers to end; log those that
+        ignore cancellation."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CANCELLED_WAIT):
                 await self._all_idle.wait()
-        stuck = {activity_id: entry.task for activity_id, entry in self.running.items()}
-        if stuck:
+        if self.running:
             log.error(
                 "activities %s did not stop within %.1fs of being cancelled (their handlers"
                 " ignore cancellation): left running, their leases return when they expire",
-                ", ".join(sorted(stuck)),
+                ", ".join(sorted(self.running)),
                 CANCELLED_WAIT,
             )
-        return stuck
 
     async def _drain_acks(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(TimeoutError):

@@ -101,21 +101,24 @@ async def test_a_bulk_cut_off_part_way_says_what_went_in(
 
 
 async def test_a_bulk_that_cannot_reach_redis_says_none_went_in(
-    proxy: ChaosProxy, proxied: ActivityClient, raw_redis: aioredis.Redis
+    proxy: ChaosProxy, queue_name: str, raw_redis: aioredis.Redis
 ) -> None:
-    await proxy.aclose()  # open connections reset, new ones refused
-    await asyncio.sleep(0.1)  # the resets reach the client's sockets (a transport closes
-    # its socket on the loop's next turn): the pool then finds its connection dead
-    with pytest.raises(BulkEnqueueError) as caught:
-        await proxied.enqueue_many([("t", i) for i in range(1500)])
-    error = caught.value
-    # None went in. Where the split between unknown and never sent falls depends on
-    # when the socket tells (a write into a reset socket may fail or seem to pass);
-    # either way they add up, in order.
-    assert error.applied == []
-    assert len(error.unknown) + error.unsent == 1500
-    assert len(error.unknown) % 1000 == 0 or error.unsent == 0  # whole batches
-    assert await raw_redis.hlen(proxied.store.keys.jobs) == 0
+    await proxy.aclose()  # nothing listens there any more: connections are refused
+    # A client that opened no connection yet (the pool connects on first use).
+    client = ActivityClient(proxy.url, queue_name, redis_config=RedisConfig(conn_timeout=1))
+    try:
+        with pytest.raises(BulkEnqueueError) as caught:
+            await client.enqueue_many([("t", i) for i in range(1500)])
+        error = caught.value
+        # None went in. Where the split between unknown and never sent falls depends on
+        # when the socket tells (a write into a reset socket may fail or seem to pass);
+        # either way they add up, in order.
+        assert error.applied == []
+        assert len(error.unknown) + error.unsent == 1500
+        assert len(error.unknown) % 1000 == 0 or error.unsent == 0  # whole batches
+        assert await raw_redis.hlen(client.store.keys.jobs) == 0
+    finally:
+        await client.aclose()
 
 
 async def test_a_bulk_redis_refuses_is_a_bulk_error_not_an_unavailable_one() -> None:

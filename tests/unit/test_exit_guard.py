@@ -53,7 +53,7 @@ def test_a_task_that_ignores_cancellation_does_not_keep_the_process() -> None:
 
         async def main():
             asyncio.get_running_loop().create_task(stubborn(), name="stubborn-handler")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # the task has started
             return 0
 
         exit_guard.run(main(), wait=0.3)
@@ -70,7 +70,7 @@ def test_a_blocked_thread_does_not_keep_the_process() -> None:
         """
         async def main():
             asyncio.get_running_loop().create_task(asyncio.to_thread(time.sleep, 30))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # the task has started
             return 0
 
         started = time.monotonic()
