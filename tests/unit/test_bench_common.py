@@ -41,6 +41,30 @@ def test_recording_writes_every_hit(protocol_pipe: int) -> None:
     assert [(e["event"], e["i"]) for e in events] == [("hit", 7), ("hit", 8)]
 
 
-def test_module_hit_without_a_counter_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+def _pending_lines(fd: int) -> list[dict[str, object]]:
+    """What is in the pipe now, without waiting for more (none: an empty list)."""
+    os.set_blocking(fd, False)
+    try:
+        return _lines(fd)
+    except BlockingIOError:
+        return []
+
+
+def test_module_hit_without_a_counter_is_a_no_op(
+    protocol_pipe: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_common, "HITS", None)
     _common.hit(1)
+    assert _pending_lines(protocol_pipe) == []
+
+
+def test_module_hit_with_a_counter_counts_it(
+    protocol_pipe: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other half of the no-op test: the same call with a counter set is seen on the pipe
+    (so an empty pipe above means that nothing was written, not that nothing could be read)."""
+    hits = _common.Hits([1], record=True)
+    monkeypatch.setattr(_common, "HITS", hits)
+    _common.hit(1)
+    assert hits.count == 1
+    assert [e["event"] for e in _pending_lines(protocol_pipe)] == ["hit", "mark"]
