@@ -64,10 +64,31 @@ def test_library_never_imports_the_operator_or_kubernetes() -> None:
 
 
 def test_priority_ranks_and_parse() -> None:
-    assert [p.rank for p in ActivityPriority] == [0, 1, 2, 3]
+    # By name, not in the enum's order (which is how the ranks are made): a member moved in
+    # the class, or a level added in the wrong place, changes which activity runs first.
+    assert {p: p.rank for p in ActivityPriority} == {
+        ActivityPriority.CRITICAL: 0,
+        ActivityPriority.HIGH: 1,
+        ActivityPriority.NORMAL: 2,
+        ActivityPriority.LOW: 3,
+    }
     assert ActivityPriority.parse("HIGH") is ActivityPriority.HIGH
     with pytest.raises(ValueError, match="unknown priority"):
         ActivityPriority.parse("urgent")
+
+
+def test_lua_scripts_rank_priorities_as_python_does() -> None:
+    """The scripts keep their own copy of the ranks (a requeue, reap or promotion scores a
+    record by the priority in it): it must match ``ActivityPriority.rank``, and a record that
+    cannot be read ranks as normal."""
+    prelude = (PACKAGE / "scripts" / "_prelude.lua").read_text()
+    table = re.search(r"^local RANKS = \{(.*)\}$", prelude, re.MULTILINE)
+    assert table is not None
+    lua = {k: int(v) for k, v in re.findall(r"(\w+) = (\d+)", table.group(1))}
+    assert lua == {p.value: p.rank for p in ActivityPriority}
+    rank_of = re.search(r"^local function rank_of\(record\)$(.*?)^end$", prelude, re.M | re.S)
+    assert rank_of is not None
+    assert set(re.findall(r"return (\d+)", rank_of.group(1))) == {str(ActivityPriority.NORMAL.rank)}
 
 
 def test_keys_share_one_hash_tag() -> None:
