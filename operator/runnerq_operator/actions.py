@@ -16,6 +16,7 @@ from .metrics import OperatorMetrics
 from .naming import deployment_name
 from .redis_queues import RedisPools, write_queue_config
 from .registry import QueueState
+from .reports import queue_label, redis_back, redis_lost
 from .settings import OperatorConfig
 from .status import queue_status
 
@@ -55,8 +56,10 @@ class QueueWriter:
 
     async def apply_replicas(self, state: QueueState, replicas: int) -> None:
         """Apply the whole Deployment with ``replicas``: the only place that sets them."""
-        await self.api.apply(build_deployment(state.ref, state.spec, replicas))
+        applied = await self.api.apply(build_deployment(state.ref, state.spec, replicas))
         state.replicas = replicas
+        generation = applied.get("metadata", {}).get("generation")
+        state.deployment_generation = int(generation) if generation is not None else None
 
     async def write_config(self, state: QueueState) -> None:
         client = self.pools.client(state.target)
@@ -90,11 +93,34 @@ class QueueWriter:
         if depth_only and not force and now - state.last_status_at < self.config.status_interval:
             return
         patch = dict(status)
-        if state.depth is not None:
-            patch["lastPollTime"] = timestamp()
+        if state.depth_read_at is not None:  # not in ``status``: it alone is no change
+            patch["lastPollTime"] = state.depth_read_at
         await self.api.patch_status(state.namespace, state.name, patch)
         state.last_status = status
         state.last_status_at = now
+
+    def label(self, state: QueueState) -> str:
+        return queue_label(state.spec.queue, state.namespace, state.name)
+
+    async def redis_lost(self, state: QueueState, error: str) -> None:
+        """Redis did not answer: the first time in an outage, one log line and one Event."""
+        state.redis_error = error
+        if state.redis_lost_at is not None:
+            return
+        state.redis_lost_at = self.clock()
+        message = redis_lost(error, state.replicas, state.depth_read_at)
+        log.warning("%s: %s", self.label(state), message)
+        await self.event(state, "Warning", "RedisUnreachable", message)
+
+    async def redis_back(self, state: QueueState) -> None:
+        """Redis answers (again): after an outage, one log line and one Event."""
+        state.redis_error = None
+        if state.redis_lost_at is None:
+            return
+        message = redis_back(self.clock() - state.redis_lost_at)
+        state.redis_lost_at = None
+        log.info("%s: %s", self.label(state), message)
+        await self.event(state, "Normal", "RedisReachable", message)
 
     async def event(self, state: QueueState, type_: str, reason: str, message: str) -> None:
         """Post an Event; failing to is logged, never raised (Events are best effort)."""

@@ -8,9 +8,13 @@ peering, none while kopf pauses the operator. Every write checks that under the 
 lock, which ``Reconciler.release`` takes before it returns, so a released queue is written
 no more.
 
-Redis unreachable: the replicas stay as they are, ``RedisReachable`` turns False with the
-error, a Warning Event is posted once per outage, and the queue is polled again with an
-exponential backoff (up to ``max_backoff``).
+Redis unreachable: the replicas stay as they are, ``Ready`` and ``RedisReachable`` turn
+False with the error, one log line and one Warning Event per outage, and the queue is polled
+on at its interval: a failed read costs one connection attempt per Redis server, so there is
+nothing to save by backing off, and the poll after Redis returns notices it.
+
+Each change of replicas is logged in one line (from, to, why, the queue) with its Event; a
+poll that changes nothing logs nothing.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from .metrics import OperatorMetrics
 from .naming import selector_string
 from .redis_queues import DepthQuery, RedisPools, lease_tokens, read_depths
 from .redis_target import RedisTarget
-from .registry import QueueRegistry, QueueState, backoff_delay
+from .registry import QueueRegistry, QueueState
+from .reports import redis_lost, scale_reason, settle_time, stabilizing
 from .scaling import (
     DELETION_COST_ANNOTATION,
+    Decision,
     Depth,
     Stabilizer,
     deletion_costs,
@@ -143,22 +149,22 @@ class Autoscaler:
         async with state.lock:
             if not self.registry.serves(state.key):
                 return
+            interval = state.spec.scaling.poll_interval
+            state.next_poll = next_tick(self.clock() + self.config.coalesce, interval)
             state.failures += 1
-            delay = backoff_delay(
-                state.spec.scaling.poll_interval, state.failures, self.config.max_backoff
-            )
-            state.next_poll = self.clock() + delay
-            first = state.redis_error is None
-            state.redis_error = error
-            held = f"keeping {state.replicas} replicas until Redis answers"
+            await self.writer.redis_lost(state, error)
+            message = redis_lost(error, state.replicas, state.depth_read_at)
             self.writer.set_conditions(
                 state,
-                Condition(READY, "False", "RedisUnreachable", f"{error}; {held}"),
+                Condition(READY, "False", "RedisUnreachable", message),
                 Condition(REDIS_REACHABLE, "False", "ConnectionFailed", error),
-                Condition(SCALING, "False", "RedisUnreachable", f"{held}; next try in {delay:g}s"),
+                Condition(
+                    SCALING,
+                    "False",
+                    "RedisUnreachable",
+                    f"keeping {state.replicas} replicas; trying Redis every {interval:g}s",
+                ),
             )
-            if first:
-                await self.writer.event(state, "Warning", "RedisUnreachable", f"{error}; {held}")
             await self.writer.write_status(state)
 
     async def _scale(self, state: QueueState, depth: Depth) -> None:
@@ -170,10 +176,10 @@ class Autoscaler:
             state.next_poll = next_tick(now + self.config.coalesce, spec.scaling.poll_interval)
             state.failures = 0
             state.depth = depth
+            state.depth_read_at = timestamp()
             self._export_depth(state, depth)
             if state.redis_error is not None:
-                state.redis_error = None
-                await self.writer.event(state, "Normal", "RedisReachable", "Redis answers again")
+                await self.writer.redis_back(state)
                 self.writer.set_conditions(
                     state, Condition(READY, "True", "Reconciled", "Redis answers again")
                 )
@@ -211,20 +217,32 @@ class Autoscaler:
                 state.last_scale_time = timestamp()
                 direction = "up" if target > current else "down"
                 self.metrics.scale_decisions.labels(direction).inc()
+                why = scale_reason(current, target, decision, depth, spec.scaling)
+                log.info("%s: scaled %s %s", self.writer.label(state), direction, why)
                 await self.writer.event(
-                    state,
-                    "Normal",
-                    "ScaledUp" if direction == "up" else "ScaledDown",
-                    f"{current} -> {target} replicas: {decision.workload} activities"
-                    f" (ready {depth.ready}, in flight {depth.in_flight}, due soon"
-                    f" {depth.due_soon}) at {spec.scaling.target_per_replica} per replica",
+                    state, "Normal", "ScaledUp" if direction == "up" else "ScaledDown", why
                 )
             self.writer.set_conditions(
                 state,
                 Condition(REDIS_REACHABLE, "True", "Connected", "depth read"),
-                _scaling_condition(decision.limited_by, target, stabilized, decision.replicas),
+                self._scaling_condition(state, now, decision, target, stabilized),
             )
             await self.writer.write_status(state)
+
+    def _scaling_condition(
+        self, state: QueueState, now: float, decision: Decision, target: int, stabilized: int
+    ) -> Condition:
+        scaling = state.spec.scaling
+        wanted = decision.replicas
+        if target == stabilized and stabilized != wanted and state.stabilizer is not None:
+            settles = state.stabilizer.settles_at(
+                wanted, scaling.scale_up_window, scaling.scale_down_window
+            )
+            when = None if settles is None else settle_time(time.time(), now, settles)
+            return Condition(
+                SCALING, "True", "Stabilizing", stabilizing(wanted, stabilized, when, scaling)
+            )
+        return _scaling_condition(decision.limited_by, target, stabilized, wanted)
 
     async def _busy_pods(self, state: QueueState) -> int | None:
         """How many of the Deployment's pods hold leases, after marking them with a

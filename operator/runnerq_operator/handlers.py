@@ -12,12 +12,21 @@ from typing import Any
 
 import kopf
 
-from .naming import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .naming import FIELD_MANAGER, GROUP, PLURAL, VERSION, WORKER_LABELS
 from .peering import configure_peering, expected_peerings
 from .runtime import OperatorRuntime
-from .settings import OperatorConfig
+from .settings import OperatorConfig, SettingsError
 
-__all__ = ["cleanup", "configure", "forget", "liveness", "purge", "reconcile", "serve"]
+__all__ = [
+    "cleanup",
+    "configure",
+    "forget",
+    "liveness",
+    "purge",
+    "reconcile",
+    "restore_replicas",
+    "serve",
+]
 
 #: Seconds before a failed take is tried again, when the error does not say.
 _TAKE_RETRY_DELAY = 10.0
@@ -25,7 +34,12 @@ _TAKE_RETRY_DELAY = 10.0
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorConfig.from_env(os.environ)
+    config: OperatorConfig | None = memo.get("config")
+    if config is None:  # `kopf run -m runnerq_operator.handlers`: read them here, stop if bad
+        try:
+            config = OperatorConfig.from_env(os.environ)
+        except SettingsError as exc:
+            raise kopf.PermanentError(str(exc)) from exc
     # kopf keeps its bookkeeping in annotations of our group, never in our status schema.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -106,6 +120,28 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ``optional``: no finalizer for this; kopf calls it when it sees the deletion."""
     runtime: OperatorRuntime = memo.runtime
     runtime.reconciler.forget(body)
+
+
+class _QuietWatch(logging.Filter):
+    """kopf logs every run of an event handler at INFO ("Handler ... succeeded."): one line
+    per change of every worker Deployment. The handler logs what it does itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Handler 'restore_replicas'")
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWatch())
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=WORKER_LABELS)
+async def restore_replicas(
+    body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
+) -> None:
+    """The worker Deployments, watched: replicas set by someone else are restored."""
+    if event.get("type") == "DELETED":
+        return
+    runtime: OperatorRuntime = memo.runtime
+    await runtime.reconciler.deployment_seen(body)
 
 
 def _peered(memo: kopf.Memo, **_: Any) -> bool:

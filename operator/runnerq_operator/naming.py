@@ -13,6 +13,7 @@ __all__ = [
     "PLURAL",
     "VERSION",
     "WORKER_CONTAINER",
+    "WORKER_LABELS",
     "configmap_name",
     "deployment_name",
     "owner_reference",
@@ -33,6 +34,10 @@ WORKER_CONTAINER = "worker"
 
 _NAME = "app.kubernetes.io/name"
 _INSTANCE = "app.kubernetes.io/instance"
+_WORKER = "runnerq-worker"
+
+#: Labels every worker Deployment of this operator carries (the Deployment watch's filter).
+WORKER_LABELS = {_NAME: _WORKER, "app.kubernetes.io/managed-by": FIELD_MANAGER}
 
 
 def deployment_name(name: str) -> str:
@@ -45,7 +50,7 @@ def configmap_name(name: str) -> str:
 
 def selector_labels(name: str) -> dict[str, str]:
     """The worker pods' selector: immutable once the Deployment exists, so keep it minimal."""
-    return {_NAME: "runnerq-worker", _INSTANCE: name}
+    return {_NAME: _WORKER, _INSTANCE: name}
 
 
 def selector_string(name: str) -> str:

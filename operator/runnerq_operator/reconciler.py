@@ -36,7 +36,15 @@ from .kube import ApiError, KubeApi
 from .metrics import OperatorMetrics
 from .redis_queues import RedisPools, purge_queue
 from .redis_target import RedisTarget, operator_target
-from .registry import QueueKey, QueueRegistry, QueueState, backoff_delay, object_ref
+from .registry import (
+    QueueKey,
+    QueueRegistry,
+    QueueState,
+    backoff_delay,
+    object_ref,
+    replicas_drifted,
+)
+from .reports import redis_lost, replicas_restored
 from .spec import QueueSpec, RedisSpec, SpecError, parse_spec
 
 __all__ = ["Reconciler", "initial_replicas"]
@@ -44,6 +52,8 @@ __all__ = ["Reconciler", "initial_replicas"]
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 SECRET_RETRY_DELAY = 30.0
+
+log = logging.getLogger("runnerq_operator.reconciler")
 
 
 def initial_replicas(spec: QueueSpec, current: int | None) -> int:
@@ -138,14 +148,13 @@ class Reconciler:
             self.metrics.errors.labels("redis").inc()
             self.metrics.reconciles.labels("error").inc()
             state.failures += 1
-            state.redis_error = str(exc)
-            message = f"{exc}; keeping {state.replicas} replicas"
+            await self.writer.redis_lost(state, str(exc))
+            message = redis_lost(str(exc), state.replicas, state.depth_read_at)
             self.writer.set_conditions(
                 state,
                 Condition(READY, "False", "RedisUnreachable", message),
                 Condition(REDIS_REACHABLE, "False", "ConnectionFailed", str(exc)),
             )
-            await self.writer.event(state, "Warning", "RedisUnreachable", message)
             await self._status_quietly(state)
             delay = backoff_delay(state.spec.scaling.poll_interval, state.failures, 60.0)
             raise kopf.TemporaryError(str(exc), delay=delay) from exc
@@ -263,6 +272,32 @@ class Reconciler:
         async with state.lock:
             state.stabilizer = None  # its history ends here: a peer scales meanwhile
         self.metrics.forget(state.namespace, state.name, state.spec.queue)
+
+    async def deployment_seen(self, deployment: Mapping[str, Any]) -> None:
+        """A worker Deployment as the watch saw it: replicas someone else set (``kubectl
+        scale``) go back to the operator's decision at once, with a log line and an Event.
+        The operator is the one writer of the replicas; the status never says otherwise."""
+        meta = deployment.get("metadata") or {}
+        name = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
+        state = self.registry.get((str(meta.get("namespace")), str(name)))
+        if state is None or not self.registry.serves(state.key):
+            return
+        async with state.lock:
+            found = (deployment.get("spec") or {}).get("replicas")
+            generation = int(meta.get("generation") or 0)
+            if not replicas_drifted(found, generation, state.replicas, state.deployment_generation):
+                return
+            decided = state.replicas
+            assert decided is not None and found is not None  # replicas_drifted says so
+            try:
+                await self.writer.apply_replicas(state, decided)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                self.metrics.errors.labels("kubernetes").inc()
+                log.warning("%s: cannot restore the replicas: %s", self.writer.label(state), exc)
+                return
+            message = replicas_restored(int(found), decided)
+            log.info("%s: %s", self.writer.label(state), message)
+            await self.writer.event(state, "Normal", "ReplicasRestored", message)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         state = self.registry.remove(_key(body))

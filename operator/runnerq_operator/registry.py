@@ -21,7 +21,14 @@ from .redis_target import RedisTarget
 from .scaling import Depth, Stabilizer
 from .spec import QueueSpec
 
-__all__ = ["QueueKey", "QueueRegistry", "QueueState", "backoff_delay", "object_ref"]
+__all__ = [
+    "QueueKey",
+    "QueueRegistry",
+    "QueueState",
+    "backoff_delay",
+    "object_ref",
+    "replicas_drifted",
+]
 
 QueueKey = tuple[str, str]  # (namespace, name)
 
@@ -43,6 +50,20 @@ def backoff_delay(interval: float, failures: int, cap: float) -> float:
     return float(min(max(cap, interval), interval * 2 ** min(failures - 1, 16)))
 
 
+def replicas_drifted(
+    found_replicas: int | None,
+    found_generation: int,
+    decided: int | None,
+    written_generation: int | None,
+) -> bool:
+    """Whether a Deployment seen by the watch carries replicas someone else set: a generation
+    after the operator's last write (older or equal ones are its own writes, seen late) with
+    replicas other than its decision. Unknown decisions are nobody's to restore."""
+    if decided is None or written_generation is None or found_replicas is None:
+        return False
+    return found_generation > written_generation and found_replicas != decided
+
+
 @dataclass(eq=False)
 class QueueState:
     ref: dict[str, Any]
@@ -58,6 +79,13 @@ class QueueState:
     next_poll: float = 0.0
     failures: int = 0
     redis_error: str | None = None
+    #: When Redis stopped answering (the operator's monotonic clock), None while it answers.
+    redis_lost_at: float | None = None
+    #: When the depth in ``depth`` was read (RFC 3339): status.lastPollTime.
+    depth_read_at: str | None = None
+    #: metadata.generation of the Deployment as the operator's last write left it: a later
+    #: generation with other replicas is someone else's change (``replicas_drifted``).
+    deployment_generation: int | None = None
     config_written: bool = False
     last_scale_time: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)

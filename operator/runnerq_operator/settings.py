@@ -1,5 +1,6 @@
-"""The operator's own settings, read from ``RUNNERQ_OPERATOR_*`` environment variables by
-the startup handler (never at import time). Unknown variables of that prefix are refused.
+"""The operator's own settings, read from ``RUNNERQ_OPERATOR_*`` environment variables at the
+entry point (never at import time), before kopf starts. Unknown variables of that prefix are
+refused: ``python -m runnerq_operator`` then exits with status 2 and the one-line message.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ class OperatorConfig:
     status_interval: float = 5.0
     #: Most Kubernetes API requests in flight at once during a poll round.
     api_concurrency: int = 20
-    #: Longest delay between polls of a queue whose Redis does not answer.
-    max_backoff: float = 60.0
     #: Queues due within this many seconds of each other are read in the same round trip.
     coalesce: float = 0.25
     #: kopf peering name; None runs standalone (one replica, Deployment strategy Recreate).
@@ -59,7 +58,6 @@ class OperatorConfig:
             "METRICS_PORT",
             "STATUS_INTERVAL",
             "API_CONCURRENCY",
-            "MAX_BACKOFF",
             "COALESCE",
             "PEERING",
             "PRIORITY",
@@ -81,7 +79,6 @@ class OperatorConfig:
             api_concurrency=max(
                 1, int(_number(PREFIX + "API_CONCURRENCY", ours.get("API_CONCURRENCY", "20")))
             ),
-            max_backoff=_number(PREFIX + "MAX_BACKOFF", ours.get("MAX_BACKOFF", "60")),
             coalesce=_number(PREFIX + "COALESCE", ours.get("COALESCE", "0.25")),
             peering=ours.get("PEERING") or None,
             priority=_priority(priority, env.get("POD_ID") or hostname) if priority else None,

@@ -81,6 +81,7 @@ def test_permissions_are_exactly_what_the_operator_uses(
         ("watch", "activityqueues.runnerq.io"),
         ("patch", "activityqueues.runnerq.io/status"),
         ("patch", "deployments.apps"),
+        ("watch", "deployments.apps"),
         ("get", "secrets"),
         ("create", "events"),
         ("patch", "pods"),

@@ -30,10 +30,12 @@
   resources: [activityqueues/status]
   verbs: [patch]
 # The worker Deployment and the producers' ConfigMap: read the current replicas, and
-# server-side apply (a patch that creates the object the first time).
+# server-side apply (a patch that creates the object the first time). list and watch:
+# kopf watches the worker Deployments (label app.kubernetes.io/managed-by=runnerq-operator)
+# so that replicas set by someone else are restored at once.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch]
