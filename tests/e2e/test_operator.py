@@ -110,9 +110,11 @@ def test_apply_creates_deployment_configmap_and_redis_config(
     )
     assert {c["type"] for c in status["conditions"]} == {"Ready", "RedisReachable", "Scaling"}
     columns = control_plane.kubectl("get", "aq", "mail", "-n", namespace).stdout
-    assert columns.split("\n")[0].split() == [
-        "NAME", "QUEUE", "READY", "RUNNING", "REPLICAS", "DESIRED", "AGE"
+    header, row = columns.split("\n")[:2]
+    assert header.split() == [
+        "NAME", "QUEUE", "READY", "REASON", "WAITING", "RUNNING", "REPLICAS", "DESIRED", "AGE"
     ]  # fmt: skip
+    assert row.split()[1:4] == [queue, "True", "Reconciled"]
     assert 'runnerq_operator_reconciles_total{result="ok"}' in operator.metrics()
 
     # A spec change reaches Redis and the Deployment, and the status says which generation.

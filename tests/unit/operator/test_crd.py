@@ -60,8 +60,57 @@ def test_subresources() -> None:
 
 
 def test_printer_columns() -> None:
-    columns = [c["name"] for c in version()["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Queue", "Ready", "Running", "Replicas", "Desired", "Age"]
+    """READY is the Ready condition (as for every kind), REASON its reason; the depth columns
+    are named for what they count."""
+    found = version()["additionalPrinterColumns"]
+    columns = [c["name"] for c in found if not c.get("priority")]
+    assert columns == [
+        "Queue", "Ready", "Reason", "Waiting", "Running", "Replicas", "Desired", "Age"
+    ]  # fmt: skip
+    paths = {c["name"]: c["jsonPath"] for c in found}
+    assert paths["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert paths["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert paths["Waiting"] == ".status.depth.ready"
+    assert paths["Polled"] == ".status.lastPollTime"  # -o wide: how old the depth is
+
+
+def fields(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any], bool]]:
+    """Every property of the schema: its path (list items as ``[]``), schema, and whether
+    it is optional."""
+    found: list[tuple[str, dict[str, Any], bool]] = []
+    required = set(node.get("required") or ())
+    for name, child in (node.get("properties") or {}).items():
+        where = f"{path}.{name}" if path else name
+        found.append((where, child, name not in required))
+        found += fields(child, where)
+        items = child.get("items")
+        if isinstance(items, dict):
+            found += fields(items, f"{where}[]")
+    return found
+
+
+def test_every_field_is_described_with_its_default_and_unit() -> None:
+    """What ``kubectl explain`` shows comes from the schema's own file: every field has a
+    description, one that states the schema's default when it has one (the two cannot
+    drift: a changed default fails here), and a unit for every count of seconds."""
+    schema = version()["schema"]["openAPIV3Schema"]
+    assert schema["description"]
+    everything = fields(schema)
+    assert len(everything) > 80
+    missing = [path for path, node, _ in everything if not node.get("description")]
+    assert missing == []
+    for path, node, optional in everything:
+        text = " ".join(node["description"].split())
+        if "default" in node and node["default"] != {}:
+            default = node["default"]
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+            assert f"Default: {shown}." in text, (path, text)
+        sections = node.get("type") == "object" and "properties" in node
+        leaf = optional and not sections and "[]" not in path and path.startswith("spec.")
+        if leaf:  # an optional setting: what it is when left out
+            assert "Default:" in text, (path, text)
+        if path.endswith("Seconds"):
+            assert "Unit: seconds." in text, (path, text)
 
 
 def test_schema_defaults_agree_with_the_operators_defaults() -> None:
