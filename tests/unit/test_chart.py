@@ -266,3 +266,104 @@ def test_both_images_use_the_same_base() -> None:
         for n in ("Dockerfile.worker", "Dockerfile.operator")
     }
     assert len(bases) == 1
+
+
+# -- the Kubernetes shapes in values.schema.json -------------------------------------------
+
+
+def problems(schema_root: dict[str, Any], node: dict[str, Any], value: Any, path: str) -> list[str]:
+    """The draft-07 keywords values.schema.json uses, enough to see what it refuses (helm's
+    own validator runs in tests/e2e/test_chart.py)."""
+    if "$ref" in node:
+        name = node["$ref"].removeprefix("#/definitions/")
+        return problems(schema_root, schema_root["definitions"][name], value, path)
+    found: list[str] = []
+    for sub in node.get("allOf", []):
+        found += problems(schema_root, sub, value, path)
+    if "anyOf" in node and all(problems(schema_root, s, value, path) for s in node["anyOf"]):
+        found.append(f"{path}: matches none of anyOf")
+    if "enum" in node and value not in node["enum"]:
+        found.append(f"{path}: {value!r} not in {node['enum']}")
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        ok = tuple(t for name in types for t in JSON_TYPES[name])
+        if not isinstance(value, ok) or (isinstance(value, bool) and "boolean" not in types):
+            return [*found, f"{path}: {value!r} is not {node['type']}"]
+    if isinstance(value, str) and "pattern" in node and not re.search(node["pattern"], value):
+        found.append(f"{path}: {value!r} does not match {node['pattern']}")
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        found += [
+            f"{path}: {key} is required" for key in node.get("required", []) if key not in value
+        ]
+        for key, item in value.items():
+            extra = node.get("additionalProperties", True)
+            if key in props:
+                found += problems(schema_root, props[key], item, f"{path}.{key}")
+            elif extra is False:
+                found.append(f"{path}: unknown key {key}")
+            elif isinstance(extra, dict):
+                found += problems(schema_root, extra, item, f"{path}.{key}")
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, item in enumerate(value):
+            found += problems(schema_root, node["items"], item, f"{path}[{i}]")
+    return found
+
+
+def operator_values(**changes: Any) -> dict[str, Any]:
+    values = load_yaml(CHART / "values.yaml")
+    values["operator"].update(changes)
+    assert isinstance(values, dict)
+    return values
+
+
+def test_the_default_values_pass_the_schema() -> None:
+    assert problems(schema(), schema(), load_yaml(CHART / "values.yaml"), "") == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"resources": {"requests": {"cpu": "50m"}, "foo": 1}},
+            "operator.resources: unknown key foo",
+        ),
+        ({"resources": {"limits": {"memory": "lots"}}}, "operator.resources.limits.memory"),
+        (
+            {"podSecurityContext": {"runAsNonRoot": "yes"}},
+            "operator.podSecurityContext.runAsNonRoot",
+        ),
+        ({"podSecurityContext": {"seccompProfile": {"type": "Default"}}}, "not in"),
+        ({"securityContext": {"capabilities": {"drop": "ALL"}}}, "capabilities.drop"),
+        (
+            {"securityContext": {"readOnlyRootFileSystem": True}},
+            "unknown key readOnlyRootFileSystem",
+        ),
+        ({"tolerations": [{"key": "k", "operator": "Equals"}]}, "operator.tolerations[0].operator"),
+        (
+            {"tolerations": [{"key": "k", "effect": "NoSchedule", "seconds": 5}]},
+            "unknown key seconds",
+        ),
+        ({"affinity": {"nodeAffinity": {"required": {}}}}, "unknown key required"),
+        ({"affinity": {"podAntiAfinity": {}}}, "unknown key podAntiAfinity"),
+        ({"extraEnv": [{"name": "A", "valu": "1"}]}, "unknown key valu"),
+    ],
+)
+def test_nested_kubernetes_shapes_are_checked(changes: dict[str, Any], problem: str) -> None:
+    """Not only unknown top-level keys: a misspelt or mistyped field inside resources,
+    security contexts, tolerations, affinity or env is refused at helm install/template,
+    not later by the API server (or never, for a field it drops)."""
+    found = problems(schema(), schema(), operator_values(**changes), "")
+    assert any(problem in p for p in found), found
+
+
+def test_well_formed_kubernetes_shapes_pass() -> None:
+    values = operator_values(
+        resources={"requests": {"cpu": "0.1", "memory": "128Mi"}, "limits": {"cpu": 1}},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}
+        ],
+        affinity={"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        extraEnv=[{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+    )
+    assert problems(schema(), schema(), values, "") == []
