@@ -18,6 +18,8 @@ class QueueStats:
     a retry), ``dead_letter`` are in the dead-letter queue. ``completed``, ``failed`` (failed
     attempts, retried or not), ``retried``, ``cancelled``, ``redelivered`` (leases that
     expired and were handed out again) and ``enqueued`` count since the queue was created.
+    Runner-Q's names (``pending_count``, ``running_count``, ``completed_count``,
+    ``failed_count``, ``dead_letter_count``) are read-only aliases, in ``as_dict`` too.
     """
 
     queue: str
@@ -39,6 +41,33 @@ class QueueStats:
         """Activities waiting for or holding a worker: pending + running."""
         return self.pending + self.running
 
+    # Runner-Q's names for the same numbers, for code ported from it.
+
+    @property
+    def pending_count(self) -> int:
+        """``pending``."""
+        return self.pending
+
+    @property
+    def running_count(self) -> int:
+        """``running``."""
+        return self.running
+
+    @property
+    def completed_count(self) -> int:
+        """``completed``."""
+        return self.completed
+
+    @property
+    def failed_count(self) -> int:
+        """``failed`` (failed attempts, retried or not)."""
+        return self.failed
+
+    @property
+    def dead_letter_count(self) -> int:
+        """``dead_letter``."""
+        return self.dead_letter
+
     def as_dict(self) -> dict[str, object]:
         return {
             "queue": self.queue,
@@ -54,4 +83,10 @@ class QueueStats:
             "enqueued": self.enqueued,
             "paused": self.paused,
             "by_priority": {p.value: n for p, n in self.by_priority.items()},
+            # Runner-Q's names, as the properties above.
+            "pending_count": self.pending,
+            "running_count": self.running,
+            "completed_count": self.completed,
+            "failed_count": self.failed,
+            "dead_letter_count": self.dead_letter,
         }
