@@ -49,6 +49,22 @@ def _int_env(name: str) -> int | None:
         raise ConfigurationError(f"{name} must be an integer, not {value!r}") from None
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """A duration flag: seconds (``10``, ``2.5``) or a number with a unit: ``500ms``, ``30s``,
+    ``5m``, ``1h``. Checked for sign and finiteness where it is used (``ActivityOption``)."""
+    value = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h") if value.endswith(u)), "")
+    try:
+        return float(value[: len(value) - len(unit)]) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: give seconds (10, 2.5) or 500ms, 30s, 5m, 1h"
+        ) from None
+
+
 def load_engine(path: str) -> WorkerEngine:
     """Import ``pkg.module:attr``: a ``WorkerEngine``, a builder, or a function returning one."""
     module_name, sep, attr = path.partition(":")
@@ -123,12 +139,18 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--priority", default="normal", choices=[p.value for p in ActivityPriority]
     )
-    enqueue.add_argument("--delay", type=float)
+    enqueue.add_argument(
+        "--delay", type=_duration, help="run it later: seconds, or 500ms, 30s, 5m, 1h"
+    )
     enqueue.add_argument("--max-retries", type=int)
-    enqueue.add_argument("--timeout", type=float)
+    enqueue.add_argument(
+        "--timeout", type=_duration, help="its timeout: seconds, or 500ms, 30s, 5m, 1h"
+    )
     enqueue.add_argument("--idempotency-key")
     enqueue.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    enqueue.add_argument("--wait-timeout", type=float, default=None)
+    enqueue.add_argument(
+        "--wait-timeout", type=_duration, default=None, help="how long --wait waits (as --delay)"
+    )
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run the demo (embedded Redis if none given)"

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from .batching import Coalescer
 from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL, QueueSettings, RedisConfig
 from .connection import REDIS_ERRORS, connect, translate_errors, warm_up
-from .errors import BulkEnqueueError, BulkEnqueueUnavailableError
+from .durations import Duration, seconds
+from .errors import BulkEnqueueError, BulkEnqueueUnavailableError, ConfigurationError
 from .future import ActivityFuture
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
@@ -197,16 +198,22 @@ class ActivityClient:
         *,
         paused: bool | None = None,
         max_retries: int | None = None,
-        timeout: float | None = None,
+        timeout: Duration | None = None,
     ) -> None:
-        """Set fields of the queue's configuration hash (the operator's job, usually)."""
+        """Set fields of the queue's configuration hash (the operator's job, usually);
+        ``timeout`` in seconds or as a ``timedelta``."""
         values: dict[str, str | int | float | bool | None] = {}
         if paused is not None:
             values["paused"] = paused
         if max_retries is not None:
             values["max_retries"] = max_retries
         if timeout is not None:
-            values["timeout"] = timeout
+            timeout_s = seconds(timeout)
+            if timeout_s is None or timeout_s <= 0:
+                raise ConfigurationError(
+                    f"timeout must be a number of seconds or a timedelta > 0, not {timeout!r}"
+                )
+            values["timeout"] = timeout_s
         with translate_errors("cannot write the queue configuration"):
             await self.store.set_config(values)
 
@@ -234,11 +241,13 @@ class ActivityBuilder:
         self._options["max_retries"] = retries
         return self
 
-    def timeout(self, seconds: float) -> Self:
+    def timeout(self, seconds: Duration) -> Self:
+        """Seconds or a ``timedelta``."""
         self._options["timeout"] = seconds
         return self
 
-    def delay(self, seconds: float) -> Self:
+    def delay(self, seconds: Duration) -> Self:
+        """Seconds or a ``timedelta``."""
         self._options["delay"] = seconds
         return self
 

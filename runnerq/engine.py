@@ -13,7 +13,6 @@ from typing import Any, Self, TypeVar
 
 from .client import ActivityClient
 from .config import (
-    DEFAULT_HEARTBEAT,
     DEFAULT_LEASE,
     DEFAULT_MAX_REDELIVERIES,
     DEFAULT_MAX_RETRIES,
@@ -28,6 +27,7 @@ from .config import (
     RedisConfig,
     WorkerSettings,
 )
+from .durations import Duration
 from .errors import ConfigurationError
 from .handler import ActivityHandler, HandlerFunc, HandlerRegistry
 from .metrics import MetricsSink, NoopMetrics
@@ -55,15 +55,15 @@ class WorkerEngine:
         queue_name: str = DEFAULT_QUEUE,
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
-        schedule_poll_interval: float = DEFAULT_SCHEDULE_POLL_INTERVAL,
-        lease_duration: float = DEFAULT_LEASE,
-        heartbeat_interval: float = DEFAULT_HEARTBEAT,
-        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        schedule_poll_interval: Duration = DEFAULT_SCHEDULE_POLL_INTERVAL,
+        lease_duration: Duration = DEFAULT_LEASE,
+        heartbeat_interval: Duration | None = None,
+        shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE,
         default_max_retries: int = DEFAULT_MAX_RETRIES,
-        default_timeout: float = DEFAULT_TIMEOUT,
+        default_timeout: Duration = DEFAULT_TIMEOUT,
         prefetch: int | None = None,
         max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
-        loop_stall_limit: float | None = None,
+        loop_stall_limit: Duration | None = None,
         backoff: BackoffPolicy | None = None,
         redis_config: RedisConfig | None = None,
         queue_settings: QueueSettings | None = None,
@@ -89,6 +89,8 @@ class WorkerEngine:
             loop_stall_limit=loop_stall_limit,
             backoff=backoff or BackoffPolicy(),
         )
+        # Left out, the heartbeat follows the lease (a third of it), in configure() too.
+        self._heartbeat_given = heartbeat_interval is not None
         self.metrics: MetricsSink = metrics or NoopMetrics()
         self.registry = HandlerRegistry()
         self._client: ActivityClient | None = None
@@ -106,20 +108,35 @@ class WorkerEngine:
 
     def configure(self, **changes: Any) -> None:
         """Change connection or worker settings before the engine connects (the CLI's
-        ``--redis-url``, ``--queue`` and ``--max-workers`` use this)."""
+        ``--redis-url``, ``--queue`` and ``--max-workers`` use this). Worker settings are
+        checked together: a new lease and heartbeat may be given in one call; a new lease
+        alone also moves a heartbeat that was never given (a third of the lease)."""
         if self._client is not None:
             raise ConfigurationError("configure() must come before the engine connects")
-        for name, value in changes.items():
-            if name == "redis_url":
-                self.redis_url = value
-            elif name == "metrics":
-                self.metrics = value
-            elif name == "queue_name":
-                self.queue_settings = replace(self.queue_settings, name=value)
-            elif name in WorkerSettings.__dataclass_fields__:
-                self.worker_settings = replace(self.worker_settings, **{name: value})
-            else:
-                raise ConfigurationError(f"unknown engine setting {name!r}")
+        unknown = [
+            name
+            for name in changes
+            if name not in ("redis_url", "metrics", "queue_name")
+            and name not in WorkerSettings.__dataclass_fields__
+        ]
+        if unknown:
+            raise ConfigurationError(f"unknown engine setting {unknown[0]!r}")
+        worker = {k: v for k, v in changes.items() if k in WorkerSettings.__dataclass_fields__}
+        heartbeat_given = self._heartbeat_given
+        if "heartbeat_interval" in worker:
+            heartbeat_given = worker["heartbeat_interval"] is not None
+        elif "lease_duration" in worker and not heartbeat_given:
+            worker["heartbeat_interval"] = None
+        worker_settings = replace(self.worker_settings, **worker) if worker else None
+        if "queue_name" in changes:
+            self.queue_settings = replace(self.queue_settings, name=changes["queue_name"])
+        if worker_settings is not None:
+            self.worker_settings = worker_settings
+            self._heartbeat_given = heartbeat_given
+        if "redis_url" in changes:
+            self.redis_url = changes["redis_url"]
+        if "metrics" in changes:
+            self.metrics = changes["metrics"]
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -254,22 +271,22 @@ class WorkerEngineBuilder:
     def max_workers(self, n: int) -> Self:
         return self._set("max_workers", n)
 
-    def schedule_poll_interval(self, seconds: float) -> Self:
+    def schedule_poll_interval(self, seconds: Duration) -> Self:
         return self._set("schedule_poll_interval", seconds)
 
-    def lease_duration(self, seconds: float) -> Self:
+    def lease_duration(self, seconds: Duration) -> Self:
         return self._set("lease_duration", seconds)
 
-    def heartbeat_interval(self, seconds: float) -> Self:
+    def heartbeat_interval(self, seconds: Duration) -> Self:
         return self._set("heartbeat_interval", seconds)
 
-    def shutdown_grace(self, seconds: float) -> Self:
+    def shutdown_grace(self, seconds: Duration) -> Self:
         return self._set("shutdown_grace", seconds)
 
     def default_max_retries(self, n: int) -> Self:
         return self._set("default_max_retries", n)
 
-    def default_timeout(self, seconds: float) -> Self:
+    def default_timeout(self, seconds: Duration) -> Self:
         return self._set("default_timeout", seconds)
 
     def prefetch(self, n: int) -> Self:
@@ -278,11 +295,11 @@ class WorkerEngineBuilder:
     def max_redeliveries(self, n: int) -> Self:
         return self._set("max_redeliveries", n)
 
-    def loop_stall_limit(self, seconds: float) -> Self:
+    def loop_stall_limit(self, seconds: Duration) -> Self:
         return self._set("loop_stall_limit", seconds)
 
     def backoff(
-        self, base: float = 1.0, factor: float = 2.0, cap: float = 300.0, jitter: float = 0.5
+        self, base: Duration = 1.0, factor: float = 2.0, cap: Duration = 300.0, jitter: float = 0.5
     ) -> Self:
         return self._set("backoff", BackoffPolicy(base, factor, cap, jitter))
 
