@@ -37,6 +37,13 @@ venv: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/runnerq demo
 
+# The Kubernetes path on this machine: the local control plane (built on first use, then
+# cached), the chart, the operator and a worker as local processes; prints the replicas going
+# 0 -> N -> 0 with the Events, then stops everything it started (hack/k8s_demo.py).
+.PHONY: k8s-demo
+k8s-demo: setup
+	$(PY) hack/k8s_demo.py
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -58,11 +58,13 @@ version_output() {
     esac
 }
 
-# is_current PATH -> true when PATH exists and reports the pinned version.
+# is_current PATH -> true when PATH exists and reports the pinned version (helm: and was built
+# knowing its Kubernetes version, see helm_ldflags).
 is_current() {
     local path="$1" want
     want="$(expected_version "$(basename "$path")")"
-    [[ -x "$path" ]] && version_output "$path" 2>&1 | grep -qF -- "$want"
+    [[ -x "$path" ]] && version_output "$path" 2>&1 | grep -qF -- "$want" || return 1
+    [[ "$(basename "$path")" != helm || "$(helm_default_kube "$path")" != v1.20.0 ]]
 }
 
 # install_verified SRC -> check SRC's version, then move it into BIN_DIR atomically.
@@ -167,11 +169,38 @@ EOF
     install_verified "$work/out/etcd"
 }
 
+# helm's own Makefile sets the Kubernetes version that `helm template` (no cluster) and `helm lint`
+# assume from its client-go (v0.Y.Z -> 1.Y); without it they assume v1.20.0, and a chart with
+# kubeVersion >= 1.27 would not render with a plain `helm template`.
+helm_ldflags() {
+    local gomod minor flags pkg
+    gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
+    minor="$(sed -n 's/^\s*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$gomod")"
+    [[ -n "$minor" ]] || die "cannot tell helm $HELM_VERSION's client-go version from $gomod"
+    flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+    done
+    echo "$flags"
+}
+
+# helm_default_kube PATH -> the Kubernetes version PATH's `helm template` assumes.
+helm_default_kube() {
+    local chart
+    chart="$(mktemp -d "${TMPDIR:-/tmp}/runnerq-helm-probe.XXXXXX")"
+    mkdir -p "$chart/templates"
+    printf 'apiVersion: v2\nname: probe\nversion: 0.0.1\n' >"$chart/Chart.yaml"
+    printf '# kube {{ .Capabilities.KubeVersion.Version }}\n' >"$chart/templates/probe.yaml"
+    HELM_CACHE_HOME="$chart/.h" HELM_CONFIG_HOME="$chart/.h" HELM_DATA_HOME="$chart/.h" \
+        "$1" template probe "$chart" 2>&1 | sed -n 's/^# kube //p'
+    rm -rf "$chart"
+}
+
 build_helm() {
     local work="$1"
     log "building helm $HELM_VERSION"
-    timed helm env GOBIN="$work/out" go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    timed helm env GOBIN="$work/out" go install -trimpath -ldflags "$(helm_ldflags)" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     install_verified "$work/out/helm"
 }

@@ -130,6 +130,16 @@ def test_lint_strict(control_plane: ControlPlane) -> None:
             "operator.replicas > 1 needs operator.peering.priority auto",
         ),
         (["--set", "operator.peering.priority=high"], "/operator/peering/priority"),
+        # Nested Kubernetes shapes, not only the top level (the API server would refuse some
+        # later, and silently drop others).
+        (["--set", "operator.resources.foo=1"], "additional properties 'foo' not allowed"),
+        (["--set", "operator.resources.limits.memory=lots"], "/operator/resources/limits/memory"),
+        (["--set", "operator.securityContext.capabilities.drop=ALL"],
+         "/operator/securityContext/capabilities/drop"),
+        (["--set", "operator.podSecurityContext.runAsNonRoot=maybe"],
+         "/operator/podSecurityContext/runAsNonRoot"),
+        (["--set", "operator.tolerations[0].operator=Equals"], "/operator/tolerations/0/operator"),
+        (["--set", "operator.affinity.nodeAfinity.x=1"], "additional properties 'nodeAfinity'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message(
@@ -141,6 +151,26 @@ def test_bad_values_are_refused_with_a_message(
     )  # fmt: skip
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_plain_helm_template_renders_and_a_too_old_cluster_is_refused(
+    control_plane: ControlPlane,
+) -> None:
+    """``helm template x charts/runnerq`` with no flags renders (the pinned helm knows its
+    Kubernetes version: built without it, it assumed v1.20.0 and refused the chart), and
+    Chart.yaml's kubeVersion still refuses an older Kubernetes with a clear message, which
+    is what ``helm install`` into such a cluster says (it checks the cluster's version)."""
+    plain = control_plane.helm("template", "x", str(CHART_DIR), check=False)
+    assert plain.returncode == 0, plain.stderr
+    assert "kind: CustomResourceDefinition" in plain.stdout
+    old = control_plane.helm(
+        "template", "x", str(CHART_DIR), "--kube-version", "v1.26.9", check=False
+    )
+    assert old.returncode != 0
+    assert (
+        "chart requires kubeVersion: >=1.27.0-0 which is incompatible with Kubernetes v1.26.9"
+        in old.stderr
+    ), old.stderr
 
 
 def test_every_object_is_labelled_and_the_pod_is_locked_down(control_plane: ControlPlane) -> None:
