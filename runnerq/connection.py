@@ -1,20 +1,22 @@
-"""Connecting to Redis: the pool that applies ``RedisConfig``, and error translation."""
+"""Connecting to Redis: clients whose pools apply ``RedisConfig``, and error translation.
+
+The pool's own workings (recycling connections, raw commands) are in ``runnerq.transport``.
+"""
 
 from __future__ import annotations
 
 import socket
-import time
 import urllib.parse
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from .config import RedisConfig
 from .errors import ConfigurationError, RedisUnavailableError
+from .transport import drop_connections, lifecycle_pool, open_idle
 
 __all__ = [
     "REDIS_ERRORS",
@@ -34,55 +36,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
-
-
-class _LifecyclePool(BlockingConnectionPool):
-    """A blocking pool that also closes connections idle or alive for too long, and hands
-    out a free connection without the wait machinery (a condition, a timeout and metrics
-    hooks: about 0.1 ms per command on an idle machine) when one can be had at once."""
-
-    idle_timeout: float | None = None
-    max_lifetime: float | None = None
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._can_take_now():  # what the wait would give at once, without the wait
-            connection = self.get_available_connection()  # type: ignore[no-untyped-call]
-            try:
-                await self.ensure_connection(connection)
-            except BaseException:
-                await self.release(connection)
-                raise
-            return connection
-        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    def _can_take_now(self) -> bool:
-        if getattr(self, "_in_maintenance", False):
-            return False  # redis-py locks the pool while it moves connections then
-        return bool(self.can_get_connection())
-
-    async def ensure_connection(self, connection: AbstractConnection) -> None:
-        now = time.monotonic()
-        born: float | None = getattr(connection, "_runnerq_born", None)
-        last: float | None = getattr(connection, "_runnerq_last", None)
-        stale = (
-            born is not None and self.max_lifetime is not None and now - born > self.max_lifetime
-        ) or (last is not None and self.idle_timeout is not None and now - last > self.idle_timeout)
-        if stale:
-            await connection.disconnect()
-            born = None
-        await super().ensure_connection(connection)
-        if born is None:
-            connection._runnerq_born = now  # type: ignore[attr-defined]
-
-    async def release(self, connection: AbstractConnection) -> None:
-        mark_used(connection)
-        await super().release(connection)
-
-
-def mark_used(connection: AbstractConnection) -> None:
-    """Note that ``connection`` just did its work (a connection kept out of the pool for
-    long is not idle while it is in use: ``ensure_connection`` must not recycle it)."""
-    connection._runnerq_last = time.monotonic()  # type: ignore[attr-defined]
 
 
 def redact_url(url: str) -> str:
@@ -136,8 +89,10 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
             " redis+cluster:// or redis+sentinel://"
         )
     try:
-        pool = _LifecyclePool.from_url(
+        pool = lifecycle_pool(
             url,
+            idle_timeout=config.idle_timeout,
+            max_lifetime=config.max_lifetime,
             max_connections=config.max_size,
             timeout=config.conn_timeout,
             socket_connect_timeout=config.conn_timeout,
@@ -150,8 +105,6 @@ def connect(url: str, config: RedisConfig | None = None, **extra: Any) -> aiored
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
-    pool.idle_timeout = config.idle_timeout
-    pool.max_lifetime = config.max_lifetime
     return aioredis.Redis.from_pool(pool)
 
 
@@ -201,7 +154,8 @@ def _sentinel(url: str, config: RedisConfig, **extra: Any) -> aioredis.Redis:
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": config.conn_timeout}
     if "sentinel_password" in query:
         sentinel_kwargs["password"] = query["sentinel_password"]
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    # Typed by recent redis-py (8.x), not by older ones: the ignore is for those.
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(
         service,
         password=password,
@@ -232,27 +186,7 @@ async def warm_up(client: aioredis.Redis, url: str, min_idle: int) -> None:
     """Check that Redis answers, and open ``min_idle`` connections ahead of need."""
     with translate_errors(f"cannot connect to Redis at {redact_url(url)}"):
         await client.ping()
-        pool = getattr(client, "connection_pool", None)
-        if not isinstance(pool, _LifecyclePool):
-            return  # Cluster and Sentinel clients manage their own connections
-        held = [await pool.get_connection() for _ in range(min_idle)]
-        for conn in held:
-            await pool.release(conn)
-
-
-async def drop_connections(client: aioredis.Redis) -> None:
-    """Close every connection of the client's pool, in use or not: whatever waits on one
-    fails with a connection error and its caller reconnects. For a connection that stopped
-    answering (half-open), which no read timeout would otherwise end."""
-    try:
-        pool = getattr(client, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect(inuse_connections=True)
-        else:  # Redis Cluster: one pool per node
-            for node in client.get_nodes():  # type: ignore[attr-defined]
-                await node.disconnect()
-    except Exception:  # pragma: no cover - best effort on a connection already broken
-        pass
+        await open_idle(client, min_idle)
 
 
 class translate_errors:

@@ -14,16 +14,17 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP, QueueSettings
-from .connection import mark_used
 from .keys import QueueKeys
 from .priority import ActivityPriority
 from .record import DeadLetterEntry, ResultDocument
 from .resp import CommandPrefix, pack_command
 from .scripts import Scripts
 from .stats import QueueStats
+from .transport import REDIS_FAILURES as _REDIS_FAILURES
+from .transport import KeptConnection, RawTransport, StreamBroken, raw_transport
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -85,10 +86,10 @@ class ScriptCall:
 @dataclass(slots=True)
 class Waiter:
     """One worker's wait for work (``QueueStore.wait_then_claim``): its own wake-up list and
-    the connection it keeps (None until first used)."""
+    the connection it keeps (None on Cluster)."""
 
     wake_key: str
-    conn: Any = None
+    conn: KeptConnection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +103,6 @@ class Claim:
     redelivered: dict[str, int] = field(default_factory=dict)
 
 
-# What Redis can do to an enqueue part way (a lost connection, an error reply such as OOM);
-# anything else is a bug here, raised as it is.
-_REDIS_FAILURES = (RedisError, OSError)
-
-
 class EnqueueInterrupted(Exception):
     """An enqueue of several batches failed part way (the cause is ``__cause__``): ``done``
     holds the parsed replies of the batches known to be in (the first ones, in order),
@@ -118,13 +114,6 @@ class EnqueueInterrupted(Exception):
         self.unknown = unknown
 
 
-class _StreamBroken(Exception):
-    def __init__(self, sent: list[Sequence[EnqueueItem]], replies: list[Any]) -> None:
-        super().__init__("the enqueue stream broke")
-        self.sent = sent
-        self.replies = replies
-
-
 class QueueStore:
     """Typed access to one queue's keys and scripts."""
 
@@ -134,6 +123,8 @@ class QueueStore:
         self.keys = QueueKeys(settings.name)
         self.scripts = scripts
         self.is_cluster = isinstance(client, RedisCluster)
+        # Raw commands on one connection (the bulk enqueue, the wait for work); not on Cluster.
+        self._raw = None if self.is_cluster else raw_transport(client)
         self._result_ttl_ms = _ms(settings.result_ttl)
         k = self.keys
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
@@ -179,8 +170,8 @@ class QueueStore:
         may have been applied, so the error goes to the caller (who can send it again with an
         idempotency key). A connection Redis closed is replaced before the call is written.
         On Cluster too, no resend (``_send_once_on_cluster``)."""
-        pool = None if self.is_cluster else getattr(self.redis, "connection_pool", None)
-        if pool is None:
+        raw = self._raw
+        if raw is None:
             done: list[list[tuple[str, bool]]] = []
             for batch in batches:
                 try:
@@ -189,19 +180,19 @@ class QueueStore:
                     raise EnqueueInterrupted(done, [item.id for item in batch]) from exc
             return done
         try:
-            sent, replies = await self._stream(pool, batches)
-        except _StreamBroken as broken:
+            sent, replies = await self._stream(raw, batches)
+        except StreamBroken as broken:
             raise self._interrupted(broken.sent, broken.replies) from broken.__cause__
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those calls did not run
             try:
                 await self.load_scripts()
-                _, again = await self._stream(pool, [sent[i] for i in lost])
+                _, again = await self._stream(raw, [sent[i] for i in lost])
                 for reply in again:
                     if isinstance(reply, NoScriptError):
                         raise reply
             except _REDIS_FAILURES as exc:  # known to be in: what came before the first lost one
-                cause = exc.__cause__ if isinstance(exc, _StreamBroken) else exc
+                cause = exc.__cause__ if isinstance(exc, StreamBroken) else exc
                 raise self._interrupted(sent, replies[: lost[0]]) from cause
             for i, reply in zip(lost, again, strict=True):
                 replies[i] = reply
@@ -242,35 +233,12 @@ class QueueStore:
             return await cluster.execute_command(*command, target_nodes=node)
 
     async def _stream(
-        self, pool: Any, batches: Iterable[Sequence[EnqueueItem]]
+        self, raw: RawTransport, batches: Iterable[Sequence[EnqueueItem]]
     ) -> tuple[list[Sequence[EnqueueItem]], list[Any]]:
         """Write each batch's call, then read the replies; returns the batches and their
         replies, a ``NoScriptError`` for a call that found no script. Any other error raises
-        ``_StreamBroken`` with what was written and read by then (its cause: the error)."""
-        sent: list[Sequence[EnqueueItem]] = []
-        replies: list[Any] = []
-        try:
-            conn = await pool.get_connection()
-        except _REDIS_FAILURES as exc:
-            raise _StreamBroken(sent, replies) from exc
-        try:
-            for batch in batches:
-                command = self._enqueue_command(batch)
-                sent.append(batch)  # before the write: a failed write may still have got there
-                await conn.send_packed_command(command, check_health=False)
-            for _ in sent:
-                try:
-                    replies.append(await conn.read_response())
-                except NoScriptError as exc:
-                    replies.append(exc)
-        except BaseException as exc:
-            await conn.disconnect()  # replies may still be on their way: never reuse it
-            if isinstance(exc, _REDIS_FAILURES):
-                raise _StreamBroken(sent, replies) from exc
-            raise
-        finally:
-            await pool.release(conn)
-        return sent, replies
+        ``StreamBroken`` with what was written and read by then (its cause: the error)."""
+        return await raw.stream((batch, self._enqueue_command(batch)) for batch in batches)
 
     def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
         """The enqueue script's call for ``items``."""
@@ -357,7 +325,7 @@ class QueueStore:
 
     def waiter(self, worker_id: str) -> Waiter:
         """What ``worker_id`` waits for work with (``wait_then_claim``)."""
-        return Waiter(self.keys.wake(worker_id))
+        return Waiter(self.keys.wake(worker_id), None if self._raw is None else self._raw.keep())
 
     async def wait_then_claim(
         self, waiter: Waiter, timeout: float, call: ScriptCall
@@ -373,51 +341,30 @@ class QueueStore:
         Cluster, where redis-py sends no raw commands to a node, two round trips."""
         wake_keys = [self.keys.notify, waiter.wake_key]
         popped: Any
-        if self.is_cluster:
+        if waiter.conn is None:  # Cluster
             popped = await self.redis.blpop(wake_keys, timeout=timeout)
             reply = await call.script(keys=call.keys, args=call.args)
         else:
-            popped, reply = await self._wait_then_run(waiter, wake_keys, timeout, call)
+            popped, reply = await self._wait_then_run(waiter.conn, wake_keys, timeout, call)
         schedule_changed = bool(popped) and popped[0] == self.keys.notify and popped[1] == "s"
         return schedule_changed, self.parse_claim([reply])
 
     async def _wait_then_run(
-        self, waiter: Waiter, wake_keys: list[str], timeout: float, call: ScriptCall
+        self, conn: KeptConnection, wake_keys: list[str], timeout: float, call: ScriptCall
     ) -> tuple[Any, Any]:
-        pool: Any = self.redis.connection_pool
-        conn = waiter.conn
-        if conn is None:
-            conn = waiter.conn = await pool.get_connection()
-        else:
-            await pool.ensure_connection(conn)  # reconnects one that was dropped
-        packed = conn.pack_commands(
-            [
+        try:
+            return await conn.call_pair(
                 ("BLPOP", *wake_keys, timeout),
                 ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
-            ]
-        )
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            popped = await conn.read_response()
-            reply = await conn.read_response()
+            )
         except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
-            mark_used(conn)  # both replies were read: the connection is fine
             await self.load_scripts()
             raise
-        except BaseException:
-            # A reply may still be on its way (or a claim may run): never reuse it.
-            waiter.conn = None
-            await conn.disconnect()
-            await pool.release(conn)
-            raise
-        mark_used(conn)
-        return popped, reply
 
     async def close_waiter(self, waiter: Waiter) -> None:
         """Give the connection ``waiter`` kept for ``wait_then_claim`` back to the pool."""
-        conn, waiter.conn = waiter.conn, None
-        if conn is not None:
-            await self.redis.connection_pool.release(conn)
+        if waiter.conn is not None:
+            await waiter.conn.release()
 
     async def wake(self, waiter: Waiter) -> None:
         """End the waiter's ``wait_then_claim`` at once; the token expires if nobody waits."""
