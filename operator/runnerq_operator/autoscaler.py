@@ -236,7 +236,7 @@ class Autoscaler:
         wanted = decision.replicas
         if target == stabilized and stabilized != wanted and state.stabilizer is not None:
             settles = state.stabilizer.settles_at(
-                wanted, scaling.scale_up_window, scaling.scale_down_window
+                wanted, stabilized, scaling.scale_up_window, scaling.scale_down_window
             )
             when = None if settles is None else settle_time(time.time(), now, settles)
             return Condition(

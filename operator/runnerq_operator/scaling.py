@@ -111,15 +111,17 @@ class Stabilizer:
             return down
         return current
 
-    def settles_at(self, wanted: int, up_window: float, down_window: float) -> float | None:
-        """When the stabilized count reaches ``wanted`` if every recommendation from now on
-        is ``wanted``: the moment the last recommendation on the other side of it leaves its
-        window (None when none is left, e.g. a window of 0). On the same clock as ``now``."""
-        higher = [t for t, r in self._history if r > wanted]
-        lower = [t for t, r in self._history if r < wanted]
-        ends = [max(higher) + down_window] if higher else []
-        ends += [max(lower) + up_window] if lower else []
-        return max(ends) if ends else None
+    def settles_at(
+        self, wanted: int, held: int, up_window: float, down_window: float
+    ) -> float | None:
+        """When a count ``held`` by a window reaches ``wanted``, if every recommendation from
+        now on is ``wanted``: the moment the last recommendation on ``held``'s side of it
+        leaves its window (None when there is none). On the same clock as ``now``."""
+        if held > wanted:
+            times, window = [t for t, r in self._history if r > wanted], down_window
+        else:
+            times, window = [t for t, r in self._history if r < wanted], up_window
+        return max(times) + window if times else None
 
 
 def scale_down_floor(current: int, target: int, busy_pods: int | None) -> int:

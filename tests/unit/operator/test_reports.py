@@ -63,14 +63,19 @@ def test_settles_at_is_when_the_last_higher_recommendation_leaves_the_window() -
     stabilizer = Stabilizer(0.0, 5)
     for now, wanted in ((10.0, 5), (20.0, 3), (30.0, 0)):
         stabilizer.stabilize(now, wanted, 5, 0.0, 300.0)
-    assert stabilizer.settles_at(0, 0.0, 300.0) == 320.0  # the 3 at t=20 is the last above 0
-    assert stabilizer.settles_at(3, 0.0, 300.0) == 310.0
-    assert stabilizer.settles_at(5, 0.0, 300.0) == 30.0  # no scale-up window to wait for
-    assert Stabilizer(0.0, 2).settles_at(2, 0.0, 300.0) is None  # nothing on either side
-    # The scale-up window: the lowest recommendation must leave it.
-    rising = Stabilizer(0.0, 0)
-    rising.stabilize(5.0, 4, 0, 60.0, 0.0)
-    assert rising.settles_at(4, 60.0, 0.0) == 60.0
+    # Held at 5 on the way down to 0: the 3 at t=20 is the last recommendation above 0.
+    assert stabilizer.settles_at(0, 5, 0.0, 300.0) == 320.0
+    assert stabilizer.settles_at(3, 5, 0.0, 300.0) == 310.0
+    assert Stabilizer(0.0, 2).settles_at(2, 2, 0.0, 300.0) is None  # nothing holds it
+
+
+def test_settles_at_on_the_way_up_looks_at_the_scale_up_window_only() -> None:
+    stabilizer = Stabilizer(0.0, 10)  # a busy past: 10 within the 300 s scale-down window
+    stabilizer.stabilize(5.0, 0, 10, 60.0, 300.0)
+    stabilizer.stabilize(50.0, 4, 0, 60.0, 300.0)
+    # Held at 0 on the way up to 4: the 0 at t=5 leaves the 60 s window at 65, whatever
+    # the scale-down window still holds.
+    assert stabilizer.settles_at(4, 0, 60.0, 300.0) == 65.0
 
 
 def test_stabilizing_says_when_the_replicas_go() -> None:
