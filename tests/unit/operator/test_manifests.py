@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runnerq_operator.manifests import build_configmap, build_deployment, merge_template
+from runnerq_operator.naming import WORKER_LABELS
 from runnerq_operator.redis_target import operator_target
 from runnerq_operator.spec import parse_spec
 
@@ -188,3 +189,11 @@ def test_producer_resolves_the_configmap_template_to_the_operators_url() -> None
     password = "p@ss/w:rd %$(x)"
     env = {**data, "RUNNERQ_REDIS_PASSWORD": password}
     assert redis_url_from_env(env) == operator_target(s.redis, password=password).url
+
+
+def test_the_deployment_watch_sees_every_worker_deployment() -> None:
+    """kopf watches Deployments with WORKER_LABELS (to restore replicas set by someone else);
+    the Deployments the operator builds carry them, and the queue's name to find it by."""
+    labels = build_deployment(BODY, spec(), replicas=1)["metadata"]["labels"]
+    assert WORKER_LABELS.items() <= labels.items()
+    assert labels["app.kubernetes.io/instance"] == "emails"
