@@ -100,6 +100,8 @@ class Demo:
             timeout=120,
         )
         self.say(f"queue drained: {self.activities} completed; the scale-down window starts")
+        held = wait_for(lambda: stabilizing(plane), what="Scaling=Stabilizing", timeout=30)
+        self.say(f"Scaling condition: {held}")
         watch.until(lambda n: n == 0, timeout=self.scale_down_seconds + 60, what="zero")
         self.report(plane)
         return watch.history[0] == 0 and peak > 0 and watch.history[-1] == 0
@@ -161,6 +163,15 @@ class Demo:
             "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
         )  # fmt: skip
         print(f"Events of ActivityQueue {QUEUE}:\n{events.stdout}", end="", flush=True)
+
+
+def stabilizing(plane: ControlPlane) -> str | None:
+    """The Scaling condition's message while a stabilization window holds the replicas."""
+    found = plane.kubectl_json("get", "aq", QUEUE, "-n", NAMESPACE)
+    for item in found.get("status", {}).get("conditions", []):
+        if item.get("type") == "Scaling" and item.get("reason") == "Stabilizing":
+            return str(item.get("message"))
+    return None
 
 
 def aq_line(plane: ControlPlane) -> str:

@@ -43,6 +43,7 @@ def test_the_demo_shows_zero_to_n_to_zero_and_stops_everything(
         "emails-worker replicas: 0 -> ",
         "worker started",
         "queue drained",
+        "Scaling condition: 0 replicas recommended; keeping ",
         " -> 0\n",
         "Events of ActivityQueue emails:",
         "stopped; nothing left running",
