@@ -263,7 +263,7 @@ def test_pause_in_the_spec_stops_workers_claiming(
 def test_redis_down_keeps_replicas_and_the_condition_says_why(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
-    with RedisServer() as redis:
+    with RedisServer(appendonly=True) as redis:  # the queue survives the restart
         queue = f"{namespace}.fragile"
         control_plane.apply(
             activity_queue(
