@@ -61,10 +61,11 @@ _KEEPALIVE = {
 
 _COMMON: dict[str, Any] = {
     "decode_responses": True,
-    # Bytes written into a queue's keys by hand may not be UTF-8: decode them with
-    # replacement characters instead of failing the whole reply (a corrupt record then
-    # fails to parse and is dead-lettered; the rest of the batch runs).
-    "encoding_errors": "replace",
+    # Bytes written into a queue's keys by hand may not be UTF-8: decode them as lone
+    # surrogates instead of failing the whole reply, so that the record's decoder can tell
+    # them from text that really holds U+FFFD (such a record is dead-lettered as corrupt; the
+    # rest of the batch runs). What runnerq writes is always UTF-8 (``encode_json``).
+    "encoding_errors": "surrogateescape",
 }
 
 

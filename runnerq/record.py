@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ from .options import ActivityOption
 from .priority import ActivityPriority
 
 __all__ = [
+    "RECORD_FIELDS",
     "ActivityRecord",
     "CorruptRecordError",
     "DeadLetterEntry",
@@ -27,6 +29,8 @@ __all__ = [
     "encode_json",
     "encode_payload",
     "encode_record",
+    "envelope",
+    "parse_strict_json",
     "record_middle",
 ]
 
@@ -66,12 +70,34 @@ class CorruptRecordError(ValueError):
     """Text from Redis that is not a valid activity record."""
 
 
+def readable(text: str) -> str:
+    """``text`` with what was not UTF-8 in Redis (lone surrogates) as replacement characters:
+    a corrupt record's text, kept in its dead-letter entry for people to read."""
+    if text.isascii() or _is_unicode(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _is_unicode(text: str) -> bool:
+    """No lone surrogates: the text can be written as UTF-8. (Bytes read from Redis that
+    are not UTF-8 arrive as lone surrogates: the connections decode with surrogateescape.)"""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode_json(value: Any, what: str, limit: int | None = None) -> str:
     """Compact JSON for ``value``, or a ``SerializationError`` that names ``what`` failed."""
     try:
         text = _dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
+    if not text.isascii() and not _is_unicode(text):
+        raise SerializationError(
+            f"{what} is not JSON-serializable: it holds a lone surrogate (not valid Unicode)"
+        )
     # A character is at most 4 bytes in UTF-8: only long texts need the exact byte count.
     if limit is not None and len(text) * 4 > limit and len(text.encode()) > limit:
         raise SerializationError(
@@ -109,38 +135,93 @@ def encode_payload(payload: Any, max_payload_bytes: int) -> str:
 
 
 def record_middle(activity_type: str, options: ActivityOption, created_at: float) -> str:
-    """What a new record holds between its id and its payload's JSON, from ``,"type":`` to
-    ``"payload":``: a record is ``'{"id":' + id JSON + middle + payload JSON + '}'``.
+    """What a new record holds between its id and its payload's JSON (see ``envelope``).
 
     The same for every activity of a bulk enqueue that shares a type and options, so it is
-    made once for all of them. Built by hand: the type and priority are checked strings,
-    ``created_at`` is a finite float, whose ``repr`` is its JSON."""
+    made once for all of them."""
+    # When a scheduled activity becomes due: its queue wait is counted from then.
+    ready_at = None
+    if options.delay:
+        ready_at = created_at + options.delay
+    elif options.run_at is not None:
+        due = options.run_at.timestamp()
+        if due > created_at:  # (a time in the past is now)
+            ready_at = due
+    return envelope(
+        activity_type,
+        options.priority,
+        options.max_retries,
+        options.timeout,
+        0,
+        options.metadata,
+        options.idempotency_key,
+        None,
+        ready_at,
+        created_at,
+    )
+
+
+# The record's fields, in the order they are written. ``envelope`` writes them and
+# ``ActivityRecord.from_doc`` reads them: the one encoder and the one decoder of the format.
+# Fields at their defaults are left out (half the bytes of a typical record, in Redis and on
+# every claim) and read back as their defaults; keys a reader does not know are ignored, so
+# an older worker can run a record that a newer client wrote.
+RECORD_FIELDS = (
+    "id",
+    "type",
+    "priority",
+    "max_retries",
+    "timeout",
+    "retry_count",
+    "metadata",
+    "idempotency_key",
+    "last_error",
+    "ready_at",
+    "created_at",
+    "payload",
+)
+
+
+def envelope(
+    activity_type: str,
+    priority: ActivityPriority,
+    max_retries: int | None,
+    timeout: float | None,
+    retry_count: int,
+    metadata: dict[str, Any] | None,
+    idempotency_key: str | None,
+    last_error: str | None,
+    ready_at: float | None,
+    created_at: float,
+) -> str:
+    """A record's fields between its id and its payload, from ``,"type":`` to
+    ``"payload":``: a record is ``'{"id":' + id JSON + envelope + payload JSON + '}'``.
+
+    The one encoder of the record format (``ActivityRecord.encode`` and every enqueue use
+    it). Built by hand, on the path of every enqueue: strings go through the encoder,
+    numbers are checked finite floats or ints, whose ``repr`` is their JSON."""
     type_json = _type_json.get(activity_type)
     if type_json is None:
         type_json = _dumps(activity_type)
         if len(_type_json) < 1024:
             _type_json[activity_type] = type_json
-    optional = ""
-    if options.max_retries is not None:
-        optional += f',"max_retries":{_dumps(options.max_retries)}'
-    if options.timeout is not None:
-        optional += f',"timeout":{_dumps(options.timeout)}'
-    if options.metadata:
-        optional += f',"metadata":{encode_json(options.metadata, "metadata")}'
-    if options.idempotency_key is not None:
-        optional += f',"idempotency_key":{_dumps(options.idempotency_key)}'
-    # When a scheduled activity becomes due: its queue wait is counted from then.
-    if options.delay:
-        optional += f',"ready_at":{float(created_at + options.delay)!r}'
-    elif options.run_at is not None:
-        due = options.run_at.timestamp()
-        if due > created_at:  # (a time in the past is now)
-            optional += f',"ready_at":{float(due)!r}'
-    return (
-        # ``_value_``: ``value`` is a property, two Python calls on every enqueue.
-        f',"type":{type_json},"priority":"{options.priority._value_}"{optional},'
-        f'"created_at":{float(created_at)!r},"payload":'
-    )
+    # ``_value_``: ``value`` is a property, two Python calls on every enqueue.
+    text = f',"type":{type_json},"priority":"{priority._value_}"'
+    if max_retries is not None:
+        text += f',"max_retries":{_dumps(max_retries)}'
+    if timeout is not None:
+        text += f',"timeout":{_dumps(timeout)}'
+    if retry_count:
+        text += f',"retry_count":{_dumps(retry_count)}'
+    if metadata:
+        text += f',"metadata":{encode_json(metadata, "metadata")}'
+    if idempotency_key is not None:
+        text += f',"idempotency_key":{_dumps(idempotency_key)}'
+    if last_error is not None:
+        text += f',"last_error":{encode_json(last_error, "the last error")}'
+    if ready_at is not None:
+        text += f',"ready_at":{float(ready_at)!r}'
+    return f'{text},"created_at":{float(created_at)!r},"payload":'
 
 
 _type_json: dict[str, str] = {}  # activity type -> its JSON string (types are few)
@@ -173,87 +254,80 @@ class ActivityRecord:
         """The record's JSON. Pass ``payload_json`` when the payload is already encoded."""
         if payload_json is None:
             payload_json = encode_json(self.payload, "payload")
-        envelope: dict[str, Any] = {
-            "id": self.id,
-            "type": self.activity_type,
-            "priority": self.priority.value,
-        }
-        # Fields at their defaults are left out: half the bytes of a typical record, in Redis
-        # and on every claim. Readers take a missing field as its default.
-        if self.max_retries is not None:
-            envelope["max_retries"] = self.max_retries
-        if self.timeout is not None:
-            envelope["timeout"] = self.timeout
-        if self.retry_count:
-            envelope["retry_count"] = self.retry_count
-        if self.metadata:
-            envelope["metadata"] = self.metadata
-        if self.idempotency_key is not None:
-            envelope["idempotency_key"] = self.idempotency_key
-        if self.last_error is not None:
-            envelope["last_error"] = self.last_error
-        if self.ready_at is not None:
-            envelope["ready_at"] = self.ready_at
-        envelope["created_at"] = self.created_at
-        head = encode_json(envelope, "activity metadata")
-        return f'{head[:-1]},"payload":{payload_json}}}'
+        middle = envelope(
+            self.activity_type,
+            self.priority,
+            self.max_retries,
+            self.timeout,
+            self.retry_count,
+            self.metadata,
+            self.idempotency_key,
+            self.last_error,
+            self.ready_at,
+            self.created_at,
+        )
+        return f'{{"id":{_dumps(self.id)}{middle}{payload_json}}}'
 
     @classmethod
     def decode(cls, raw: str | bytes) -> ActivityRecord:
-        """Parse a stored record, or raise ``CorruptRecordError`` saying what is wrong."""
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptRecordError(f"record is not JSON: {exc}") from None
-        fast = _decode_well_formed(cls, doc)
-        return fast if fast is not None else cls.from_dict(doc)
+        """Parse a stored record, or raise ``CorruptRecordError`` saying what is wrong.
+
+        Strict: text that is not UTF-8, ``NaN`` and ``Infinity``, duplicate keys, trailing
+        data, a missing field or one of the wrong type make a record corrupt (runnerq's
+        encoder writes none of these; a record that has them was written by something else
+        and would fail later, when the worker writes its outcome)."""
+        return cls.from_doc(parse_strict_json(raw, "record"))
 
     @classmethod
-    def from_dict(cls, doc: Any) -> ActivityRecord:
-        if not isinstance(doc, dict):
-            raise CorruptRecordError(f"record is a JSON {type(doc).__name__}, not an object")
-        try:
-            activity_id = doc["id"]
-            activity_type = doc["type"]
-            payload = doc["payload"]
-        except KeyError as exc:
-            raise CorruptRecordError(f"record has no {exc.args[0]!r} field") from None
-        if not isinstance(activity_id, str) or not activity_id:
-            raise CorruptRecordError("record field 'id' must be a non-empty string")
-        if not isinstance(activity_type, str) or not activity_type:
-            raise CorruptRecordError("record field 'type' must be a non-empty string")
-        try:
-            priority = ActivityPriority.parse(doc.get("priority", "normal"))
-        except (ValueError, AttributeError) as exc:
-            raise CorruptRecordError(f"record field 'priority': {exc}") from None
-        max_retries = _optional(doc, "max_retries", int)
-        timeout = _optional(doc, "timeout", float)
-        retry_count = _optional(doc, "retry_count", int) or 0
-        metadata = doc.get("metadata")
-        if metadata is None:
-            metadata = {}
-        if not isinstance(metadata, dict):
-            raise CorruptRecordError("record field 'metadata' must be an object")
-        created_at = _optional(doc, "created_at", float) or 0.0
-        try:
-            ready_at = _optional(doc, "ready_at", float)
-        except CorruptRecordError:  # only the queue-wait metric reads it: not worth a record
-            ready_at = None
-        idem = doc.get("idempotency_key")
-        last_error = doc.get("last_error")
+    def from_doc(cls, doc: Any) -> ActivityRecord:
+        """The record in a parsed JSON document (see ``RECORD_FIELDS``), checked field by
+        field; ``CorruptRecordError`` names the first field that is wrong."""
+        if type(doc) is not dict:
+            raise CorruptRecordError(f"record is a JSON {_json_kind(doc)}, not an object")
+        get = doc.get
+        activity_id = get("id")
+        activity_type = get("type")
+        priority = get("priority", "normal")
+        priority = _PRIORITIES.get(priority) if type(priority) is str else None
+        max_retries = get("max_retries")
+        timeout = get("timeout")
+        retry_count = get("retry_count", 0)
+        metadata = get("metadata")
+        idem = get("idempotency_key")
+        last_error = get("last_error")
+        ready_at = get("ready_at")
+        created_at = get("created_at", 0.0)
+        if (
+            type(activity_id) is not str
+            or not activity_id
+            or type(activity_type) is not str
+            or not activity_type
+            or priority is None
+            or "payload" not in doc
+            or not (max_retries is None or (type(max_retries) is int and max_retries >= 0))
+            or not (timeout is None or _non_negative(timeout))
+            or type(retry_count) is not int
+            or retry_count < 0
+            or not (metadata is None or type(metadata) is dict)
+            or not (idem is None or type(idem) is str)
+            or not (last_error is None or type(last_error) is str)
+            or not (ready_at is None or _non_negative(ready_at))
+            or not _non_negative(created_at)
+        ):
+            raise CorruptRecordError(_what_is_wrong(doc))
         return cls(
             id=activity_id,
             activity_type=activity_type,
-            payload=payload,
+            payload=doc["payload"],
             priority=priority,
-            max_retries=int(max_retries) if max_retries is not None else None,
-            timeout=float(timeout) if timeout is not None else None,
-            retry_count=int(retry_count),
-            metadata=metadata,
+            max_retries=max_retries,
+            timeout=None if timeout is None else float(timeout),
+            retry_count=retry_count,
+            metadata={} if metadata is None else metadata,
             created_at=float(created_at),
-            idempotency_key=idem if isinstance(idem, str) else None,
-            last_error=last_error if isinstance(last_error, str) else None,
-            ready_at=float(ready_at) if ready_at is not None else None,
+            idempotency_key=idem,
+            last_error=last_error,
+            ready_at=None if ready_at is None else float(ready_at),
         )
 
     def retried(self, error: str) -> ActivityRecord:
@@ -263,73 +337,112 @@ class ActivityRecord:
 _PRIORITIES = {p.value: p for p in ActivityPriority}
 
 
-def _decode_well_formed(cls: type[ActivityRecord], doc: Any) -> ActivityRecord | None:
-    """The hot path for records runnerq wrote itself; ``None`` sends anything unusual to
-    ``from_dict``, which validates field by field and says what is wrong."""
-    if type(doc) is not dict:
-        return None
-    get = doc.get
-    try:
-        activity_id = doc["id"]
-        activity_type = doc["type"]
-        priority = _PRIORITIES[get("priority", "normal")]
-        payload = doc["payload"]
-    except (KeyError, TypeError):
-        return None
-    max_retries = get("max_retries")
-    timeout = get("timeout")
-    retry_count = get("retry_count", 0)
-    metadata = get("metadata")
-    if metadata is None:
-        metadata = {}
-    created_at = get("created_at", 0.0)
-    ready_at = get("ready_at")
-    idem = get("idempotency_key")
-    last_error = get("last_error")
-    if (
-        type(activity_id) is not str
-        or not activity_id
-        or type(activity_type) is not str
-        or not activity_type
-        or not (max_retries is None or (type(max_retries) is int and max_retries >= 0))
-        or not (timeout is None or (type(timeout) in (int, float) and 0 <= timeout < math.inf))
-        or type(retry_count) is not int
-        or retry_count < 0
-        or type(metadata) is not dict
-        or type(created_at) not in (int, float)
-        or not (ready_at is None or (type(ready_at) in (int, float) and 0 <= ready_at < math.inf))
-        or not (idem is None or type(idem) is str)
-        or not (last_error is None or type(last_error) is str)
-    ):
-        return None
-    return cls(
-        id=activity_id,
-        activity_type=activity_type,
-        payload=payload,
-        priority=priority,
-        max_retries=max_retries,
-        timeout=None if timeout is None else float(timeout),
-        retry_count=retry_count,
-        metadata=metadata,
-        created_at=float(created_at),
-        idempotency_key=idem,
-        last_error=last_error,
-        ready_at=None if ready_at is None else float(ready_at),
-    )
+def _non_negative(value: Any) -> bool:
+    """A finite JSON number >= 0 (not a boolean)."""
+    kind = type(value)
+    return (kind is float and 0 <= value < math.inf) or (kind is int and value >= 0)
 
 
-def _optional(doc: dict[str, Any], name: str, kind: type[int] | type[float]) -> int | float | None:
-    value = doc.get(name)
+def _json_kind(value: Any) -> str:
     if value is None:
-        return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    if not ok or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
-        raise CorruptRecordError(
-            f"record field {name!r} must be a non-negative number, not {value!r}"
-        )
-    return float(value) if kind is float else int(value)
+        return "null"
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return kinds.get(type(value), "object")
+
+
+# What each field must be: (name, check, what it must be). Only read to explain a record
+# that ``from_doc`` refused, so it may be slow.
+_FIELD_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("id", lambda v: type(v) is str and bool(v), "a non-empty string"),
+    ("type", lambda v: type(v) is str and bool(v), "a non-empty string"),
+    ("priority", lambda v: v in _PRIORITIES, f"one of {', '.join(_PRIORITIES)}"),
+    ("max_retries", lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+    ("timeout", _non_negative, "a number >= 0"),
+    ("retry_count", lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+    ("metadata", lambda v: type(v) is dict, "an object"),
+    ("idempotency_key", lambda v: type(v) is str, "a string"),
+    ("last_error", lambda v: type(v) is str, "a string"),
+    ("ready_at", _non_negative, "a number >= 0"),
+    ("created_at", _non_negative, "a number >= 0"),
+)
+_REQUIRED = ("id", "type", "payload")
+
+
+def _what_is_wrong(doc: dict[str, Any]) -> str:
+    for name in _REQUIRED:
+        if name not in doc:
+            return f"record has no {name!r} field"
+    for name, check, what in _FIELD_RULES:
+        value = doc.get(name)
+        if value is None and name not in _REQUIRED:
+            continue
+        try:
+            ok = check(value)
+        except TypeError:  # an unhashable priority
+            ok = False
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+            return f"record field {name!r} must be {what}, not {shown}"
+    return "record is not valid"  # pragma: no cover - from_doc and the rules agree
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKeyError(f"duplicate key {key!r}")
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON: NaN, Infinity and -Infinity, and duplicate keys in any object, are refused.
+_strict = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+_scan = _strict.scan_once  # type: ignore[attr-defined]
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def parse_strict_json(raw: str | bytes, what: str) -> Any:
+    """The JSON value in ``raw``, or ``CorruptRecordError`` saying why it is not strict JSON
+    (see ``ActivityRecord.decode``)."""
+    if type(raw) is bytes:
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            raise CorruptRecordError(f"{what} is not valid UTF-8") from None
+    text: str = raw  # type: ignore[assignment]
+    if not text.isascii() and not _is_unicode(text):
+        raise CorruptRecordError(f"{what} is not valid UTF-8")
+    try:
+        doc, end = _scan(text, 0)
+    except StopIteration:  # nothing that starts a JSON value at 0 (or leading spaces)
+        doc, end = _slow_parse(text, what), len(text)
+    except _DuplicateKeyError as exc:
+        raise CorruptRecordError(f"{what} is not JSON: {exc}") from None
+    except ValueError:
+        doc, end = _slow_parse(text, what), len(text)
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        raise CorruptRecordError(f"{what} is not JSON: extra data at character {end}")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and not _is_unicode(_dumps(doc)):
+        raise CorruptRecordError(f"{what} holds a lone surrogate escape (not valid Unicode)")
+    return doc
+
+
+def _slow_parse(text: str, what: str) -> Any:
+    """The whole-text parse, for its error message (or leading whitespace)."""
+    try:
+        return _strict.decode(text)
+    except _DuplicateKeyError as exc:
+        raise CorruptRecordError(f"{what} is not JSON: {exc}") from None
+    except ValueError as exc:
+        raise CorruptRecordError(f"{what} is not JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +506,7 @@ class DeadLetterEntry:
                 "error": self.error,
                 "reason": self.reason,
                 "failed_at": self.failed_at,
-                "raw": self.raw,
+                "raw": None if self.raw is None else readable(self.raw),
             },
             "dead-letter entry",
         )
@@ -411,7 +524,7 @@ class DeadLetterEntry:
         record = None
         if doc.get("record") is not None:
             try:
-                record = ActivityRecord.from_dict(doc["record"])
+                record = ActivityRecord.from_doc(doc["record"])
             except CorruptRecordError:
                 record = None
         return cls(
