@@ -84,7 +84,7 @@ bench: setup
 chaos: setup
 	@command -v faketime >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq faketime >/dev/null; }
-	RUNNERQ_PROPERTY_EXAMPLES=500 $(PY) -m pytest tests/integration/test_script_invariants.py -q
+	RUNNERQ_PROPERTY_EXAMPLES=500 $(PY) -m pytest tests/integration/test_script_invariants.py tests/integration/test_corrupt_records.py -q
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 # Chart CRD/RBAC templates from operator/, then manifests/ from the chart (pinned helm).

@@ -117,7 +117,7 @@ class ResultListener:
                 with contextlib.suppress(Exception):
                     # Closing goes on even if this task is cancelled; aclose() waits for it, so
                     # no socket outlives the client.
-                    closing = asyncio.ensure_future(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    closing = asyncio.ensure_future(pubsub.aclose())
                     self._closing.add(closing)
                     closing.add_done_callback(self._closing.discard)
                     await asyncio.shield(closing)

@@ -144,7 +144,7 @@ class TerminalEvents:
             self.interrupted = True
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                await asyncio.shield(pubsub.aclose())
 
     async def aclose(self) -> None:
         if self._task is not None:
