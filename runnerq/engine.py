@@ -7,9 +7,11 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import replace
 from typing import Any, Self, TypeVar
+
+import redis.exceptions as rexc
 
 from .client import ActivityClient
 from .config import (
@@ -27,8 +29,9 @@ from .config import (
     RedisConfig,
     WorkerSettings,
 )
+from .connection import REDIS_ERRORS
 from .durations import Duration
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RedisUnavailableError
 from .handler import ActivityHandler, HandlerFunc, HandlerRegistry
 from .metrics import MetricsSink, NoopMetrics
 from .stats import QueueStats
@@ -39,6 +42,10 @@ __all__ = ["WorkerEngine", "WorkerEngineBuilder"]
 log = logging.getLogger("runnerq.engine")
 
 F = TypeVar("F", bound=HandlerFunc)
+
+# Between tries to reach Redis at start-up: doubling from the first, up to the last.
+_FIRST_RETRY = 0.1
+_MAX_RETRY = 5.0
 
 
 class WorkerEngine:
@@ -95,8 +102,11 @@ class WorkerEngine:
         self.registry = HandlerRegistry()
         self._client: ActivityClient | None = None
         self._worker: Worker | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._stopped: asyncio.Event | None = None
+        # Set by a stop request (also one made before start() runs); start() makes a new
+        # one when it ends.
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._active = False  # start() is running
 
     @staticmethod
     def builder() -> WorkerEngineBuilder:
@@ -190,31 +200,70 @@ class WorkerEngine:
     # -- running -----------------------------------------------------------------------
 
     async def start(self, *, install_signal_handlers: bool = True) -> None:
-        """Run until ``stop()`` or SIGTERM/SIGINT, then shut down gracefully."""
-        if self._stop_requested is not None:
+        """Run until ``stop()`` or SIGTERM/SIGINT, then shut down gracefully.
+
+        While Redis cannot be reached, it waits for it (backing off up to 5 s between tries)
+        instead of failing; a refused password or a bad configuration still raises. A stop
+        at any moment ends it promptly: before it connects (a ``stop()`` made before
+        ``start()`` ran makes it return at once), while it connects or waits for Redis, and
+        once it runs, when what the worker claimed is handed back.
+        """
+        if self._active:
             raise RuntimeError("this engine is already running")
-        await self.connect()
-        worker = Worker(self.client, self.registry, self.worker_settings, self.metrics)
-        await worker.prime()
-        self._stop_requested = asyncio.Event()
+        self._active = True
         self._stopped = asyncio.Event()
-        self._worker = worker
-        worker.start()
-        log.info(
-            "worker %s running queue %s with %d slots and handlers: %s",
-            worker.worker_id,
-            self.queue_name,
-            self.worker_settings.max_workers,
-            ", ".join(self.registry) or "(none)",
-        )
-        with self._signals(install_signal_handlers):
+        stop_requested = self._stop_requested
+        try:
+            with self._signals(install_signal_handlers):
+                worker = await self._start_worker(stop_requested)
+                if worker is None:
+                    log.info("stop requested before the worker started: not starting")
+                    return
+                try:
+                    await stop_requested.wait()
+                finally:
+                    await worker.stop()
+                    log.info("worker %s stopped", worker.worker_id)
+        finally:
+            self._stop_requested = asyncio.Event()
+            self._active = False
+            self._stopped.set()
+
+    async def _start_worker(self, stop_requested: asyncio.Event) -> Worker | None:
+        """Connect (waiting for Redis while it cannot be reached), load the scripts and the
+        queue's configuration, and start the worker's loops; None if a stop came first."""
+        delay = _FIRST_RETRY
+        while not stop_requested.is_set():
+            log.debug("connecting to Redis")
             try:
-                await self._stop_requested.wait()
-            finally:
-                await worker.stop()
-                self._stop_requested = None
-                self._stopped.set()
-                log.info("worker %s stopped", worker.worker_id)
+                if not await _unless_stopped(self.connect(), stop_requested):
+                    return None
+                worker = Worker(self.client, self.registry, self.worker_settings, self.metrics)
+                log.debug("priming worker %s", worker.worker_id)
+                if not await _unless_stopped(worker.prime(), stop_requested):
+                    return None
+            except RedisUnavailableError as exc:
+                if _refused(exc):
+                    raise
+                log.warning("waiting for Redis (%s); trying again in %.2fs", exc, delay)
+            except REDIS_ERRORS as exc:  # lost while priming: the same wait
+                log.warning("waiting for Redis (%s); trying again in %.2fs", exc, delay)
+            else:
+                self._worker = worker
+                worker.start()
+                log.info(
+                    "worker %s running queue %s with %d slots and handlers: %s",
+                    worker.worker_id,
+                    self.queue_name,
+                    self.worker_settings.max_workers,
+                    ", ".join(self.registry) or "(none)",
+                )
+                return worker
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop_requested.wait()
+            delay = min(delay * 2, _MAX_RETRY)
+        return None
 
     @contextlib.contextmanager
     def _signals(self, install: bool) -> Generator[None, None, None]:
@@ -236,13 +285,15 @@ class WorkerEngine:
         self.request_stop()
 
     def request_stop(self) -> None:
-        if self._stop_requested is not None:
-            self._stop_requested.set()
+        """Ask the engine to stop, without waiting; made before ``start()`` runs, the next
+        ``start()`` returns at once."""
+        self._stop_requested.set()
 
     async def stop(self) -> None:
-        """Ask a running engine to shut down, and wait until it has."""
+        """Ask a running (or starting) engine to shut down, and wait until it has; made
+        before ``start()`` runs, the next ``start()`` returns at once."""
         self.request_stop()
-        if self._stopped is not None:
+        if self._active:
             await self._stopped.wait()
 
     async def aclose(self) -> None:
@@ -250,6 +301,29 @@ class WorkerEngine:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+async def _unless_stopped(step: Awaitable[Any], stop_requested: asyncio.Event) -> bool:
+    """Run ``step`` unless a stop comes first (then cancel it): True if it finished."""
+    task = asyncio.ensure_future(step)
+    stop = asyncio.ensure_future(stop_requested.wait())
+    try:
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()  # its error, if it failed
+    return True
+
+
+def _refused(exc: RedisUnavailableError) -> bool:
+    """Redis answered but refused us (a wrong password): waiting will not help."""
+    return isinstance(exc.__cause__, rexc.AuthenticationError | rexc.AuthorizationError)
 
 
 class WorkerEngineBuilder:
