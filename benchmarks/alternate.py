@@ -1,0 +1,80 @@
+"""Old code against new, by alternating runs: ``python -m benchmarks.alternate --base REF``.
+
+Checks out ``REF`` in a scratch worktree (outside the repository), then runs runnerq's
+enqueue and processing rows (``python -m benchmarks --only runnerq``) with the old and the new
+code in turn, ``--rounds`` times each, starting with the other side each round, so that drift
+in the machine's speed falls on both alike. Prints each row's median for both sides and the
+change. The same method as the numbers in closing notes ("no benchmark row got slower").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _worktree(ref: str) -> Path:
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    path = Path(tempfile.gettempdir()) / f"runnerq-bench-base-{sha}"
+    if not path.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "-f", str(path), sha],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def _run(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "benchmarks", "--only", "runnerq", "--rows", args.rows]
+    cmd += ["--n", str(args.n), "--json", str(out)]
+    subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL)
+    rows = json.loads(out.read_text())["rows"]
+    return {
+        row["key"]: row["values"]["runnerq"]["value"]
+        for row in rows
+        if row["values"].get("runnerq", {}).get("value") is not None
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.alternate", description=__doc__)
+    ap.add_argument("--base", required=True, help="the old code: a commit, tag or branch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=20000, help="activities per run")
+    ap.add_argument("--rows", default="enqueue,process")
+    args = ap.parse_args(argv)
+    sides = {"old": _worktree(args.base), "new": REPO}
+    results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_no in range(args.rounds):
+            order = ["old", "new"] if round_no % 2 == 0 else ["new", "old"]
+            for side in order:
+                values = _run(sides[side], args, Path(scratch) / f"{side}-{round_no}.json")
+                print(
+                    f"round {round_no + 1} {side}: "
+                    + ", ".join(f"{k}={v:,.0f}" for k, v in values.items())
+                )
+                for key, value in values.items():
+                    results[side].setdefault(key, []).append(value)
+    print(f"\nmedians of {args.rounds} rounds each (old = {args.base}, new = working tree)")
+    print(f"{'row':<16} {'old':>12} {'new':>12} {'change':>8}")
+    for key in results["new"]:
+        old = statistics.median(results["old"].get(key, [float("nan")]))
+        new = statistics.median(results["new"][key])
+        print(f"{key:<16} {old:>12,.1f} {new:>12,.1f} {new / old - 1:>+8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
