@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from runnerq import ActivityClient, ActivityContext, ActivityDeadLetteredError, WorkerEngine
 from runnerq.keys import QueueKeys
 from tests.conftest import EngineFactory
+from tests.support.strategies import json_values
 
 EXAMPLES = int(os.environ.get("RUNNERQ_PROPERTY_EXAMPLES", "6"))
 GRACE = 2.0
@@ -71,17 +72,7 @@ async def test_a_nan_payload_does_not_hold_back_the_activities_beside_it(
 
 # -- the property ------------------------------------------------------------------------
 
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
+_json = json_values(max_leaves=6, max_text=8)
 
 
 def _doc(activity_id: str, payload: Any = 1, **fields: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from runnerq.priority import ActivityPriority
 from runnerq.record import RECORD_FIELDS, ActivityRecord, CorruptRecordError, DeadLetterEntry
+from tests.support.strategies import json_values
 
 GOOD = '{"id":"a","type":"t","created_at":5.0,"payload":1}'
 
@@ -85,15 +86,7 @@ def test_what_is_fine() -> None:
     assert ActivityRecord.decode(_with(timeout=3, created_at=7)).timeout == 3.0
 
 
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
-)
+_json = json_values()
 _finite = st.floats(min_value=0, max_value=4e9)
 
 

@@ -14,16 +14,9 @@ from hypothesis import strategies as st
 from runnerq import ActivityOption, SerializationError
 from runnerq.priority import ActivityPriority
 from runnerq.record import ActivityRecord, _dumps, _encoder, encode_record
+from tests.support.strategies import json_values
 
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
-)
+_json = json_values()
 
 
 @given(
