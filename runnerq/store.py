@@ -24,7 +24,7 @@ from .resp import CommandPrefix, pack_command
 from .scripts import Scripts
 from .stats import QueueStats
 from .transport import REDIS_FAILURES as _REDIS_FAILURES
-from .transport import KeptConnection, RawTransport, StreamBroken, raw_transport
+from .transport import KeptConnection, StreamBroken, raw_transport
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -180,14 +180,14 @@ class QueueStore:
                     raise EnqueueInterrupted(done, [item.id for item in batch]) from exc
             return done
         try:
-            sent, replies = await self._stream(raw, batches)
+            sent, replies = await raw.stream(batches, self._enqueue_command)
         except StreamBroken as broken:
             raise self._interrupted(broken.sent, broken.replies) from broken.__cause__
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those calls did not run
             try:
                 await self.load_scripts()
-                _, again = await self._stream(raw, [sent[i] for i in lost])
+                _, again = await raw.stream([sent[i] for i in lost], self._enqueue_command)
                 for reply in again:
                     if isinstance(reply, NoScriptError):
                         raise reply
@@ -231,14 +231,6 @@ class QueueStore:
         except NoScriptError:
             await self.load_scripts()
             return await cluster.execute_command(*command, target_nodes=node)
-
-    async def _stream(
-        self, raw: RawTransport, batches: Iterable[Sequence[EnqueueItem]]
-    ) -> tuple[list[Sequence[EnqueueItem]], list[Any]]:
-        """Write each batch's call, then read the replies; returns the batches and their
-        replies, a ``NoScriptError`` for a call that found no script. Any other error raises
-        ``StreamBroken`` with what was written and read by then (its cause: the error)."""
-        return await raw.stream((batch, self._enqueue_command(batch)) for batch in batches)
 
     def enqueue_call(self, items: Sequence[EnqueueItem]) -> ScriptCall:
         """The enqueue script's call for ``items``."""
@@ -341,25 +333,21 @@ class QueueStore:
         Cluster, where redis-py sends no raw commands to a node, two round trips."""
         wake_keys = [self.keys.notify, waiter.wake_key]
         popped: Any
-        if waiter.conn is None:  # Cluster
+        conn = waiter.conn
+        if conn is None:  # Cluster
             popped = await self.redis.blpop(wake_keys, timeout=timeout)
             reply = await call.script(keys=call.keys, args=call.args)
         else:
-            popped, reply = await self._wait_then_run(waiter.conn, wake_keys, timeout, call)
+            try:
+                popped, reply = await conn.call_pair(
+                    ("BLPOP", *wake_keys, timeout),
+                    ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
+                )
+            except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
+                await self.load_scripts()
+                raise
         schedule_changed = bool(popped) and popped[0] == self.keys.notify and popped[1] == "s"
         return schedule_changed, self.parse_claim([reply])
-
-    async def _wait_then_run(
-        self, conn: KeptConnection, wake_keys: list[str], timeout: float, call: ScriptCall
-    ) -> tuple[Any, Any]:
-        try:
-            return await conn.call_pair(
-                ("BLPOP", *wake_keys, timeout),
-                ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args),
-            )
-        except NoScriptError:  # Redis lost its scripts (restart): the claim did not run
-            await self.load_scripts()
-            raise
 
     async def close_waiter(self, waiter: Waiter) -> None:
         """Give the connection ``waiter`` kept for ``wait_then_claim`` back to the pool."""

@@ -20,7 +20,7 @@ next major version, which is to be tried against this module first.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -135,7 +135,7 @@ async def drop_connections(client: aioredis.Redis) -> None:
 
 class StreamBroken(Exception):
     """``RawTransport.stream`` failed part way (the cause is ``__cause__``): ``sent`` holds the
-    tags of the commands written (a failed write may still have got there), ``replies`` the
+    items whose commands were written (a failed write may still have got there), ``replies`` the
     replies read by then, in order."""
 
     def __init__(self, sent: list[Any], replies: list[Any]) -> None:
@@ -154,12 +154,14 @@ class RawTransport:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
 
-    async def stream(self, commands: Iterable[tuple[T, bytes]]) -> tuple[list[T], list[Any]]:
-        """Write each (tag, packed command) on one connection as ``commands`` makes it, then
-        read the replies; returns the tags written and their replies, a ``NoScriptError`` for
-        a call that found no script. Any other Redis failure raises ``StreamBroken`` with what
-        was written and read by then; the connection is then closed, never reused (replies
-        may still be on their way)."""
+    async def stream(
+        self, items: Iterable[T], pack: Callable[[T], bytes]
+    ) -> tuple[list[T], list[Any]]:
+        """Write each item's command (``pack(item)``, made as ``items`` gives the item) on one
+        connection, then read the replies; returns the items written and their replies, a
+        ``NoScriptError`` for a call that found no script. Any other Redis failure raises
+        ``StreamBroken`` with what was written and read by then; the connection is then
+        closed, never reused (replies may still be on their way)."""
         sent: list[T] = []
         replies: list[Any] = []
         pool = self._pool
@@ -168,8 +170,9 @@ class RawTransport:
         except REDIS_FAILURES as exc:
             raise StreamBroken(sent, replies) from exc
         try:
-            for tag, command in commands:
-                sent.append(tag)  # before the write: a failed write may still have got there
+            for item in items:
+                command = pack(item)
+                sent.append(item)  # before the write: a failed write may still have got there
                 await conn.send_packed_command(command, check_health=False)
             for _ in sent:
                 try:

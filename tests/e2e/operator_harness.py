@@ -35,7 +35,12 @@ RUNNERQ = Path(sys.executable).parent / "runnerq"
 
 
 def install_crd(plane: ControlPlane) -> None:
-    plane.kubectl("apply", "--server-side", "--field-manager=runnerq-e2e", "-f", str(CRD_FILE))
+    # --force-conflicts: a Helm release of an earlier test (uninstalled, CRD kept) may still
+    # own .spec.versions; the tests want the source CRD whoever applied it last.
+    plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=runnerq-e2e",
+        "-f", str(CRD_FILE),
+    )  # fmt: skip
     plane.kubectl(
         "wait", "--for=condition=Established", "crd/activityqueues.runnerq.io", "--timeout=60s"
     )
