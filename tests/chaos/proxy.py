@@ -35,6 +35,8 @@ class ChaosProxy:
 
     * ``latency``: seconds added to every chunk, both directions (order is kept);
     * ``stall()`` / ``resume()``: hold every byte (existing and new connections) until resumed;
+    * ``hold_replies()`` / ``release_replies()``: the same for what Redis sends only (calls
+      reach Redis and run; their replies wait), so a call can be caught applied, unanswered;
     * ``cut()``: reset every open connection now;
     * ``refusing``: new connections are reset as soon as they are accepted;
     * ``half_open()``: current connections go silent forever (no FIN, no RST), new ones work;
@@ -53,6 +55,8 @@ class ChaosProxy:
         self.cuts = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replies_flowing = asyncio.Event()
+        self._replies_flowing.set()
         self._reply_budget: int | None = None
         self._pipes: set[_Pipe] = set()
         self._server: asyncio.Server | None = None
@@ -75,6 +79,7 @@ class ChaosProxy:
             self._server.close()
             self._server = None
         self._flowing.set()
+        self._replies_flowing.set()
         for pipe in list(self._pipes):
             await self._close(pipe, reset=True)
 
@@ -95,6 +100,12 @@ class ChaosProxy:
     @property
     def stalled(self) -> bool:
         return not self._flowing.is_set()
+
+    def hold_replies(self) -> None:
+        self._replies_flowing.clear()
+
+    def release_replies(self) -> None:
+        self._replies_flowing.set()
 
     async def cut(self) -> int:
         """Reset every open connection; returns how many were cut."""
@@ -163,6 +174,8 @@ class ChaosProxy:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self._flowing.wait()
+                if writer is pipe.client_writer:
+                    await self._replies_flowing.wait()
                 if pipe.dead:
                     await asyncio.Event().wait()  # half-open: hold the bytes forever
                 budget = self._reply_budget

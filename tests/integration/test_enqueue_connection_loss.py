@@ -1,8 +1,10 @@
 """An enqueue whose connection breaks after it was sent raises and is not sent again behind
 the caller's back: Redis may already have applied it, and a resend would add it twice.
 
-A real redis-server behind the chaos suite's TCP proxy: the proxy delays every chunk, so
-the connection can be cut while the call has reached Redis but its reply has not come back.
+A real redis-server behind the chaos suite's TCP proxy: the proxy holds Redis's replies, so
+the connection is cut once the call has reached Redis and run, while its reply is still held
+(an event, not a race against a delay: the reply cannot come back first however slow the
+machine is).
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from runnerq import (
 from tests.chaos.proxy import ChaosProxy
 from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer
-
-LATENCY = 0.3  # each way: the call reaches Redis at ~0.3 s, its reply would come ~0.3 s later
 
 
 @pytest.fixture
@@ -48,9 +48,10 @@ async def proxied(proxy: ChaosProxy, queue_name: str) -> AsyncIterator[ActivityC
 
 async def _cut_once_applied(proxy: ChaosProxy, raw: aioredis.Redis, stats_key: str) -> None:
     # Watched on a direct connection: the call has reached Redis and been applied, and its
-    # reply is still held by the proxy's latency when the connection is cut.
+    # reply is held by the proxy until the connection is cut.
     await eventually(lambda: raw.hget(stats_key, "enqueued"), what="the enqueue applied")
     assert await proxy.cut() >= 1
+    proxy.release_replies()  # for the connections opened from now on
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
@@ -61,7 +62,7 @@ async def test_a_lost_reply_raises_and_the_enqueue_is_applied_once(
     try:
         await client.connect()
         await client.store.load_scripts()
-        proxy.latency = LATENCY
+        proxy.hold_replies()
         stats_key = client.store.keys.stats
         cutter = asyncio.create_task(_cut_once_applied(proxy, raw_redis, stats_key))
         enqueue = (
@@ -72,7 +73,6 @@ async def test_a_lost_reply_raises_and_the_enqueue_is_applied_once(
         with pytest.raises(RedisUnavailableError):
             await enqueue
         await cutter
-        proxy.latency = 0.0
         stats = await client.get_stats()  # a new connection: the client carries on
         assert stats.enqueued == (3 if bulk else 1)  # applied once, not resent
     finally:
