@@ -191,7 +191,7 @@ class QueueStore:
                 for reply in again:
                     if isinstance(reply, NoScriptError):
                         raise reply
-            except _REDIS_FAILURES as exc:  # known to be in: what came before the first lost one
+            except (*_REDIS_FAILURES, StreamBroken) as exc:  # in: what came before the first lost
                 cause = exc.__cause__ if isinstance(exc, StreamBroken) else exc
                 raise self._interrupted(sent, replies[: lost[0]]) from cause
             for i, reply in zip(lost, again, strict=True):
