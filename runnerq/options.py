@@ -33,7 +33,7 @@ class ActivityOption:
 
     def __init__(
         self,
-        priority: ActivityPriority | str = ActivityPriority.NORMAL,
+        priority: ActivityPriority = ActivityPriority.NORMAL,
         max_retries: int | None = None,
         timeout: Duration | None = None,
         delay: Duration | None = None,
@@ -41,7 +41,7 @@ class ActivityOption:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> None:
-        if not isinstance(priority, ActivityPriority):
+        if not isinstance(priority, ActivityPriority):  # a name, from untyped code
             priority = ActivityPriority.parse(priority)
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
