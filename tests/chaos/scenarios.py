@@ -67,6 +67,9 @@ async def sigkill_workers(size: Size, seed: int = 1) -> ScenarioReport:
 async def sigterm_workers(size: Size, seed: int = 2) -> ScenarioReport:
     """Three workers; one at a time is stopped with SIGTERM (graceful, grace 5 s) and
     replaced while activities keep coming: no loss and no re-run at all."""
+    # Any re-run or redelivery is a problem here, so no lease may expire: 5 s leases (a worker
+    # process would have to miss heartbeats for 4.5 s), not 1 s ones that a process held up
+    # on a loaded machine (four processes and Redis on two shared cores) can lose.
     env = {"CHAOS_LEASE": "5.0", "CHAOS_HEARTBEAT": "0.5", "CHAOS_GRACE": "5"}
     async with Harness("sigterm", seed=seed, worker_env=env) as h:
         await h.watch_terminal_events()
@@ -403,11 +406,19 @@ def _dead(reason: str, attempts: int) -> ActivityPlan:
 
 async def clock_skew(size: Size, seed: int = 8) -> ScenarioReport:
     """Workers whose wall clocks are 30 s ahead, 45 s behind (libfaketime when installed,
-    else a patched ``time.time``), or jumping by ten minutes both ways mid-run, hold 1 s
-    leases over 1.2-2.5 s activities: no lease is lost or stolen, and every lease deadline in
-    Redis stays within one lease length of Redis's own clock."""
-    lease_ms = 1000
-    env = {"CHAOS_LEASE": "1.0", "CHAOS_HEARTBEAT": "0.25", "CHAOS_MAX_WORKERS": "6"}
+    else a patched ``time.time``), or jumping by ten minutes both ways mid-run, hold 3 s
+    leases over activities 1.2-2.5 times as long: no lease is lost or stolen, and every lease
+    deadline in Redis stays within one lease length of Redis's own clock."""
+    # Every activity outlives its lease, so only heartbeats keep it, and any re-run is a
+    # problem. With 1 s leases a worker process held up for 0.75 s on a loaded machine (three
+    # workers, Redis and the test on two shared cores) lost one; 3 s leases with 0.5 s
+    # heartbeats leave 2.5 s. The skews (30 s, 45 s, 10 min) stay far beyond the lease.
+    lease_ms = 3000
+    env = {
+        "CHAOS_LEASE": str(lease_ms / 1000),
+        "CHAOS_HEARTBEAT": "0.5",
+        "CHAOS_MAX_WORKERS": "6",
+    }
     async with Harness("clock", seed=seed, worker_env=env) as h:
         await h.watch_terminal_events()
         faketime = libfaketime()
@@ -446,7 +457,9 @@ async def clock_skew(size: Size, seed: int = 8) -> ScenarioReport:
 
         def make(n: int) -> Produced:
             fail = 1 if n % 5 == 0 else 0  # retries are scheduled by Redis's clock too
-            kind, payload, options, _ = h.work(n, ms=(1200, 2500), fail=fail)
+            kind, payload, options, _ = h.work(
+                n, ms=(lease_ms * 6 // 5, lease_ms * 5 // 2), fail=fail
+            )
             return kind, payload, options, ActivityPlan(n, attempts=1 + fail)
 
         await h.produce(size.clock_activities, rate=12.0, make=make, batch=6)
