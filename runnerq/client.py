@@ -27,6 +27,7 @@ from .record import DeadLetterEntry
 from .results import ResultListener
 from .scripts import Scripts
 from .stats import QueueStats
+from .schedules import ScheduleStore
 from .store import EnqueueInterrupted, EnqueueItem, QueueStore
 
 __all__ = ["ActivityBuilder", "ActivityClient"]
@@ -53,6 +54,7 @@ class ActivityClient:
         self._owns_redis = redis is None
         self.redis = redis if redis is not None else connect(redis_url, self.redis_config)
         self.store = QueueStore(self.redis, self.settings, Scripts(self.redis))
+        self._schedules: ScheduleStore | None = None
         self.metrics: MetricsSink = metrics or NoopMetrics()
         self._results = ResultListener(self.store, self.redis_config.conn_timeout)
         self._ids = ActivityIds()
@@ -91,6 +93,14 @@ class ActivityClient:
         await self.aclose()
 
     # -- enqueueing --------------------------------------------------------------------
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """The queue's schedules: ``list``, ``get``, ``upsert``, ``remove``, ``suspend``,
+        ``resume`` and ``trigger`` (run now), from any process."""
+        if self._schedules is None:
+            self._schedules = ScheduleStore(self.store)
+        return self._schedules
 
     def activity(self, activity_type: str) -> ActivityBuilder:
         """Start a fluent enqueue: ``client.activity("t").payload({...}).execute()``."""

@@ -33,6 +33,8 @@ from .connection import REDIS_ERRORS
 from .durations import Duration
 from .errors import ConfigurationError, RedisUnavailableError
 from .handler import ActivityHandler, HandlerFunc, HandlerRegistry
+from .schedule import Schedule
+from .schedules import ScheduleConflictError, ScheduleStore
 from .metrics import MetricsSink, NoopMetrics
 from .stats import QueueStats
 from .worker import Worker
@@ -100,6 +102,7 @@ class WorkerEngine:
         self._heartbeat_given = heartbeat_interval is not None
         self.metrics: MetricsSink = metrics or NoopMetrics()
         self.registry = HandlerRegistry()
+        self._schedules: dict[str, Schedule] = {}
         self._client: ActivityClient | None = None
         self._worker: Worker | None = None
         # Set by a stop request (also one made before start() runs); start() makes a new
@@ -157,6 +160,33 @@ class WorkerEngine:
     ) -> None:
         """Register a handler object or async function for an activity type."""
         self.registry.register(activity_type, handler)
+
+    def schedule(
+        self,
+        name: str,
+        activity_type: str,
+        *,
+        cron: str | None = None,
+        every: Duration | None = None,
+        **options: Any,
+    ) -> Schedule:
+        """Declare a schedule: ``activity_type`` enqueued on a cron expression (5 fields, or 6
+        with seconds first) or ``every`` so many seconds, written to Redis when the worker
+        starts (unchanged, it keeps its progress). ``options``: the other ``Schedule`` fields
+        (``timezone``, ``payload``, ``priority``, ``max_retries``, ``timeout``, ``metadata``,
+        ``catch_up``, ``catch_up_limit``, ``starting_deadline``, ``concurrency``,
+        ``suspended``). Fired by every worker of the queue and by the operator, once per
+        tick."""
+        if name in self._schedules:
+            raise ConfigurationError(f"schedule {name!r} is already declared on this engine")
+        declared = Schedule(name, activity_type, cron=cron, every=every, owner="code", **options)
+        self._schedules[name] = declared
+        return declared
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules declared in code (``schedule``), by name."""
+        return dict(self._schedules)
 
     def activity(self, activity_type: str) -> Callable[[F], F]:
         """Decorator registering an async function ``(payload, ctx)`` as a handler."""
@@ -249,6 +279,7 @@ class WorkerEngine:
             except REDIS_ERRORS as exc:  # lost while priming: the same wait
                 log.warning("waiting for Redis (%s); trying again in %.2fs", exc, delay)
             else:
+                await self._declare_schedules()
                 self._worker = worker
                 worker.start()
                 log.info(
@@ -264,6 +295,18 @@ class WorkerEngine:
                     await stop_requested.wait()
             delay = min(delay * 2, _MAX_RETRY)
         return None
+
+    async def _declare_schedules(self) -> None:
+        """Write the schedules declared in code; one that another owner (the operator, the
+        API) has under the same name is left as it is, with an error logged."""
+        if not self._schedules:
+            return
+        store = ScheduleStore(self.client.store)
+        for declared in self._schedules.values():
+            try:
+                await store.upsert(declared)
+            except ScheduleConflictError as exc:
+                log.error("schedule %s not written: %s", declared.name, exc)
 
     @contextlib.contextmanager
     def _signals(self, install: bool) -> Generator[None, None, None]:

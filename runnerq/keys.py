@@ -50,6 +50,8 @@ class QueueKeys:
     seq: str = field(init=False)
     workers: str = field(init=False)
     redeliveries: str = field(init=False)
+    schedules: str = field(init=False)
+    schedule_next: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -71,6 +73,8 @@ class QueueKeys:
             "seq",
             "workers",
             "redeliveries",
+            "schedules",
+            "schedule_next",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "base", base)
@@ -79,6 +83,10 @@ class QueueKeys:
 
     def result(self, activity_id: str) -> str:
         return f"{self.base}result:{activity_id}"
+
+    def schedule_state(self, name: str) -> str:
+        """A schedule's progress (next and last tick, counts)."""
+        return f"{self.base}schedule:{name}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}idem:{key}"

@@ -6,7 +6,10 @@ counters
     ``activity_completed``, ``activity_retry``, ``activity_failed_non_retry``,
     ``activity_timeout``, ``activity_dead_lettered``, ``activity_cancelled``,
     ``activity_lease_lost``, ``activity_released``, ``activity_enqueued``,
-    ``redis_errors``
+    ``redis_errors``, ``schedule_fired``, ``schedule_skipped`` (a tick not run: the previous
+    run was not done, concurrency "forbid"), ``schedule_missed`` (ticks that passed with
+    nothing firing, or past their starting deadline: see ``runnerq.schedule``); counted by
+    the firer whose call ran the tick, so once whoever fires
 durations (seconds)
     ``activity_execution`` (handler run time), ``activity_queue_wait`` (first attempts:
     from when it became ready, i.e. enqueued, due, or sent back from the dead letters, to its
@@ -37,6 +40,9 @@ __all__ = [
     "DURATIONS",
     "EVENT_LOOP_STALL",
     "REDIS_ERRORS",
+    "SCHEDULE_FIRED",
+    "SCHEDULE_MISSED",
+    "SCHEDULE_SKIPPED",
     "FanoutMetrics",
     "InMemoryMetrics",
     "MetricsSink",
@@ -56,6 +62,9 @@ REDIS_ERRORS = "redis_errors"
 ACTIVITY_EXECUTION = "activity_execution"
 ACTIVITY_QUEUE_WAIT = "activity_queue_wait"
 EVENT_LOOP_STALL = "event_loop_stall"
+SCHEDULE_FIRED = "schedule_fired"
+SCHEDULE_SKIPPED = "schedule_skipped"
+SCHEDULE_MISSED = "schedule_missed"
 
 # Every name the engine reports, by kind (a sink may expose them before they are reported).
 COUNTERS = (
@@ -69,6 +78,9 @@ COUNTERS = (
     ACTIVITY_RELEASED,
     ACTIVITY_ENQUEUED,
     REDIS_ERRORS,
+    SCHEDULE_FIRED,
+    SCHEDULE_SKIPPED,
+    SCHEDULE_MISSED,
 )
 DURATIONS = (ACTIVITY_EXECUTION, ACTIVITY_QUEUE_WAIT, EVENT_LOOP_STALL)
 

@@ -1,6 +1,7 @@
 """``Scheduler``: promotes scheduled activities (delayed, timed, retries) to the ready set
-when they are due, sleeping until the next due time (a local timer, so precision does not
-depend on Redis's 100 ms blocking-timeout resolution) or until an earlier one is added."""
+when they are due, and fires the queue's schedules (``schedules.ScheduleFirer``) when a tick
+comes, sleeping until the next due time or tick (a local timer, so precision does not depend
+on Redis's 100 ms blocking-timeout resolution) or until an earlier one is added."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 
 from .backoff import Backoff
+from .schedules import ScheduleFirer
 from .store import QueueStore
 from .worker_state import WorkerState
 
@@ -15,9 +17,12 @@ __all__ = ["Scheduler"]
 
 
 class Scheduler:
-    def __init__(self, state: WorkerState, store: QueueStore) -> None:
+    def __init__(
+        self, state: WorkerState, store: QueueStore, firer: ScheduleFirer | None = None
+    ) -> None:
         self._state = state
         self._store = store
+        self._firer = firer
         self.wake_event = asyncio.Event()  # the earliest due time may have changed
 
     def wake(self) -> None:
@@ -30,12 +35,16 @@ class Scheduler:
         while not state.stopping:
             self.wake_event.clear()
             try:
-                _, next_due = await self._store.promote_due()  # promoted ones wake claimers
+                # (promoted ones wake claimers; one round trip when no tick has come)
+                _, next_due, next_tick = await self._store.promote_due()
+                if next_tick is not None and next_tick <= 0 and self._firer is not None:
+                    next_tick = await self._firer.fire_due()
             except Exception as exc:
                 await backoff.sleep("promoting scheduled activities", exc)
                 continue
             backoff.reset()
-            wait = poll if next_due is None else min(next_due, poll)
+            waits = [poll] + [t for t in (next_due, next_tick) if t is not None]
+            wait = min(waits)
             if wait <= 0:
                 continue
             with contextlib.suppress(TimeoutError):

@@ -27,6 +27,11 @@ SCRIPT_NAMES = (
     "cancel",
     "requeue",
     "purge_dead",
+    "schedule_upsert",
+    "schedule_remove",
+    "schedule_suspend",
+    "schedule_due",
+    "schedule_fire",
 )
 
 
@@ -54,6 +59,11 @@ class Scripts:
     cancel: AsyncScript
     requeue: AsyncScript
     purge_dead: AsyncScript
+    schedule_upsert: AsyncScript
+    schedule_remove: AsyncScript
+    schedule_suspend: AsyncScript
+    schedule_due: AsyncScript
+    schedule_fire: AsyncScript
 
     def __init__(self, client: aioredis.Redis) -> None:
         for name in SCRIPT_NAMES:

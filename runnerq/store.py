@@ -456,14 +456,20 @@ class QueueStore:
             )
         )
 
-    async def promote_due(self, limit: int = 1000) -> tuple[int, float | None]:
-        """Move due scheduled activities to ready; returns (moved, seconds to next due)."""
+    async def promote_due(self, limit: int = 1000) -> tuple[int, float | None, float | None]:
+        """Move due scheduled activities to ready; returns (moved, seconds to the next due
+        activity, seconds to the next schedule tick: 0 when one is due), None for none."""
         k = self.keys
-        moved, next_due = await self.scripts.promote_due(
-            keys=[k.scheduled, k.ready, k.jobs, k.seq, k.notify], args=[limit, NOTIFY_CAP]
+        moved, next_due, next_tick = await self.scripts.promote_due(
+            keys=[k.scheduled, k.ready, k.jobs, k.seq, k.notify, k.schedule_next],
+            args=[limit, NOTIFY_CAP],
         )
-        next_due = int(next_due)
-        return int(moved), (None if next_due < 0 else next_due / 1000.0)
+        next_due, next_tick = int(next_due), int(next_tick)
+        return (
+            int(moved),
+            None if next_due < 0 else next_due / 1000.0,
+            None if next_tick < 0 else next_tick / 1000.0,
+        )
 
     async def reap(self, limit: int = 1000) -> int:
         """Return activities whose lease expired to the ready set."""

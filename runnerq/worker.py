@@ -38,6 +38,7 @@ from .handler import HandlerRegistry
 from .heartbeat import Heartbeat
 from .metrics import ACTIVITY_RELEASED, MetricsSink
 from .scheduler import Scheduler
+from .schedules import ScheduleFirer
 from .slots import SlotPool
 from .stall_guard import StallGuard
 from .worker_state import Running, WorkerState
@@ -76,7 +77,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.state = state = WorkerState(settings)
         self.acks = AckBatcher(self.store, metrics, state.held, state.redis_answered)
-        self.scheduler = Scheduler(state, self.store)
+        self.scheduler = Scheduler(state, self.store, ScheduleFirer(self.store, metrics))
         self.heartbeat = Heartbeat(state, client, metrics)
         self.cancels = CancelListener(state, self.store)
         self.dispatcher = Dispatcher(

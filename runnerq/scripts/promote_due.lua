@@ -5,10 +5,13 @@
 -- KEYS[3] jobs       HASH  id -> activity record (read for its priority)
 -- KEYS[4] seq        STRING counter
 -- KEYS[5] notify     LIST  wake-up tokens
+-- KEYS[6] schedule_next ZSET schedule name -> its next tick (ms)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap
 --
--- Returns {moved, ms until the next scheduled activity is due (-1: none)}.
+-- Returns {moved, ms until the next scheduled activity is due (-1: none), ms until the next
+-- schedule tick (-1: no schedule; 0: one is due, for the caller to fire)}: the scheduler's
+-- one round trip when nothing else is to be done.
 
 local scheduled, ready, jobs, seq, notify = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
@@ -31,4 +34,9 @@ local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
 if #first > 0 then
   next_due = math.max(0, tonumber(first[2]) - now)
 end
-return { #due, next_due }
+local next_tick = -1
+local tick = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+if #tick > 0 then
+  next_tick = math.max(0, tonumber(tick[2]) - now)
+end
+return { #due, next_due, next_tick }

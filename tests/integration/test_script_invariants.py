@@ -289,7 +289,8 @@ class QueueScripts(RuleBasedStateMachine):
     @rule()
     def promote(self) -> None:
         due = [a for a in self.acts.values() if a.state == "scheduled" and a.due]
-        moved, next_due = self.run(self.store.promote_due())
+        moved, next_due, next_tick = self.run(self.store.promote_due())
+        assert next_tick is None  # (no schedules here)
         assert moved == len(due)
         for act in due:
             act.state, act.due = "ready", False

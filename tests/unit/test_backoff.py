@@ -69,13 +69,13 @@ async def test_the_scheduler_loop_logs_a_bug_and_keeps_running(
     answered = asyncio.Event()
 
     class Store:
-        async def promote_due(self) -> tuple[int, float | None]:
+        async def promote_due(self) -> tuple[int, float | None, float | None]:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise KeyError("a bug")
             answered.set()
-            return 0, None
+            return 0, None, None
 
     state = WorkerState(WorkerSettings())
     scheduler = Scheduler(state, Store())  # type: ignore[arg-type]

@@ -1,0 +1,368 @@
+"""Schedules in Redis: ``ScheduleStore`` (add, change, list, suspend, resume, remove, run
+now) and ``ScheduleFirer`` (runs the ticks that have come, from any number of processes).
+
+Every firing is one script (``schedule_fire.lua``) that compares the schedule's stored next
+tick with the one the firer read, enqueues the activities of the due ticks and moves the
+schedule to its next tick, atomically: whoever calls, each tick yields one activity. The
+activity's id is made from the queue, the schedule, its version and the tick, so a call sent
+again cannot add a second. Time is Redis's: the firer reads it with the due schedules, and the
+script refuses a tick that is not due by Redis's clock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from .config import NOTIFY_CAP
+from .errors import ConfigurationError, RunnerQError
+from .metrics import SCHEDULE_FIRED, SCHEDULE_MISSED, SCHEDULE_SKIPPED, MetricsSink, NoopMetrics
+from .record import ActivityRecord
+from .schedule import Plan, Schedule, ScheduleState, plan, validate_schedule_name
+from .store import QueueStore, ScriptCall
+
+__all__ = [
+    "ScheduleConflictError",
+    "ScheduleFirer",
+    "ScheduleInfo",
+    "ScheduleStore",
+    "schedule_activity_id",
+]
+
+log = logging.getLogger("runnerq.schedules")
+
+# Due schedules read per round trip; more are fired on the next turn at once.
+_DUE_BATCH = 200
+# A stored schedule that cannot be read is looked at again after this long (and logged).
+_BROKEN_RETRY_MS = 60_000
+
+
+class ScheduleConflictError(RunnerQError):
+    """A schedule of that name belongs to another owner (code, the operator or the API)."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(
+            f"schedule {name!r} belongs to {owner!r}: remove it there first, or take it over"
+        )
+        self.name = name
+        self.owner = owner
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as stored, with its progress. ``schedule`` is None when the stored text
+    cannot be read (``error`` says why)."""
+
+    name: str
+    schedule: Schedule | None
+    state: ScheduleState
+    suspended: bool
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schedule": None if self.schedule is None else self.schedule.to_dict(),
+            "suspended": self.suspended,
+            **self.state.as_dict(),
+            "error": self.error,
+        }
+
+
+def schedule_activity_id(queue: str, name: str, version: str, tick_ms: int) -> str:
+    """The id of the activity a schedule's tick enqueues: the same whoever fires it."""
+    digest = hashlib.sha256(f"{queue}\0{name}\0{version}\0{tick_ms}".encode()).hexdigest()
+    return digest[:32]
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class ScheduleStore:
+    """One queue's schedules in Redis."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self._store = store
+        self._redis = store.redis
+        self._keys = store.keys
+        self._scripts = store.scripts
+
+    async def redis_time(self) -> float:
+        seconds, micros = await self._redis.time()
+        return int(seconds) + int(micros) / 1e6
+
+    async def upsert(self, schedule: Schedule, *, take_over: bool = False) -> bool:
+        """Add ``schedule``, or change the one of that name; False when the stored one is the
+        same (its progress, and a suspension made since, are kept). Raises
+        ``ScheduleConflictError`` when another owner has that name, unless ``take_over``."""
+        k = self._keys
+        first = schedule.trigger.next_after(await self.redis_time())
+        reply = await self._scripts.schedule_upsert(
+            keys=[k.schedules, k.schedule_next, k.schedule_state(schedule.name), k.notify],
+            args=[
+                schedule.name,
+                schedule.to_json(),
+                schedule.owner,
+                _ms(first),
+                int(schedule.suspended),
+                secrets.token_hex(8),
+                int(take_over),
+                NOTIFY_CAP,
+            ],
+        )
+        if int(reply[0]) == 0:
+            raise ScheduleConflictError(schedule.name, str(reply[1]))
+        return int(reply[0]) == 1
+
+    async def remove(self, name: str, *, owner: str | None = None) -> bool:
+        """Remove a schedule (the activities it enqueued stay); False when there is none.
+        With ``owner``, only that owner's (``ScheduleConflictError`` otherwise)."""
+        k = self._keys
+        reply = await self._scripts.schedule_remove(
+            keys=[k.schedules, k.schedule_next, k.schedule_state(name)], args=[name, owner or ""]
+        )
+        if int(reply[0]) == -1:
+            raise ScheduleConflictError(name, str(reply[1]))
+        return int(reply[0]) == 1
+
+    async def suspend(self, name: str) -> bool:
+        return await self._set_suspended(name, True)
+
+    async def resume(self, name: str) -> bool:
+        """Fire again from the first tick after now (ticks missed while suspended are not
+        run); False when there is no such schedule."""
+        return await self._set_suspended(name, False)
+
+    async def _set_suspended(self, name: str, suspended: bool) -> bool:
+        info = await self.get(name)
+        if info is None:
+            return False
+        next_ms = -1
+        if not suspended:
+            if info.schedule is None:
+                raise ConfigurationError(f"schedule {name!r} cannot be read: {info.error}")
+            next_ms = _ms(info.schedule.trigger.next_after(await self.redis_time()))
+        k = self._keys
+        done = await self._scripts.schedule_suspend(
+            keys=[k.schedules, k.schedule_next, k.schedule_state(name), k.notify],
+            args=[name, int(suspended), next_ms, NOTIFY_CAP],
+        )
+        return bool(int(done))
+
+    async def get(self, name: str) -> ScheduleInfo | None:
+        validate_schedule_name(name)
+        raw = await self._redis.hget(self._keys.schedules, name)
+        if raw is None:
+            return None
+        state = await self._redis.hgetall(self._keys.schedule_state(name))
+        return _info(name, str(raw), {str(f): str(v) for f, v in state.items()})
+
+    async def list(self) -> builtins.list[ScheduleInfo]:
+        """Every schedule of the queue, by name."""
+        k = self._keys
+        stored = await self._redis.hgetall(k.schedules)
+        names = sorted(str(name) for name in stored)
+        if not names:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(k.schedule_state(name))
+            states = await pipe.execute()
+        return [_info(n, str(stored[n]), s) for n, s in zip(names, states, strict=True)]
+
+    async def trigger(self, name: str) -> str:
+        """Run the schedule's activity now, outside its ticks (its next tick stays); returns
+        the activity's id. Its concurrency policy does not apply: you asked for it."""
+        info = await self.get(name)
+        if info is None:
+            raise ConfigurationError(f"no schedule named {name!r} on queue {self._keys.queue!r}")
+        if info.schedule is None:
+            raise ConfigurationError(f"schedule {name!r} cannot be read: {info.error}")
+        now = await self.redis_time()
+        activity_id = schedule_activity_id(
+            self._keys.queue, name, f"{info.state.version}:manual", _ms(now)
+        )
+        call = self.fire_call(
+            info.schedule, info.state.version, None, Plan((now,), 0, 0.0), [activity_id]
+        )
+        reply = await call.script(keys=call.keys, args=call.args)
+        if int(reply[0]) != 1:  # changed meanwhile, or Redis's clock went back: once more
+            return await self.trigger(name)
+        return activity_id
+
+    def fire_call(
+        self,
+        schedule: Schedule,
+        version: str,
+        expected_ms: int | None,
+        firing: Plan,
+        ids: builtins.list[str] | None = None,
+    ) -> ScriptCall:
+        """The script call that runs ``firing`` (``expected_ms`` None: a run outside the
+        ticks)."""
+        k = self._keys
+        concurrency = "allow" if schedule.concurrency == "replace" else schedule.concurrency
+        args: builtins.list[Any] = [
+            schedule.name,
+            "now" if expected_ms is None else expected_ms,
+            _ms(firing.next_tick),
+            concurrency,
+            firing.missed,
+            schedule.priority.rank,
+            NOTIFY_CAP,
+            version,
+        ]
+        for i, tick in enumerate(firing.ticks):
+            tick_ms = _ms(tick)
+            activity_id = (
+                ids[i] if ids else schedule_activity_id(k.queue, schedule.name, version, tick_ms)
+            )
+            args += [tick_ms, activity_id, _record(schedule, activity_id, tick)]
+        return ScriptCall(
+            self._scripts.schedule_fire,
+            [
+                k.jobs,
+                k.ready,
+                k.notify,
+                k.seq,
+                k.stats,
+                k.schedule_next,
+                k.schedule_state(schedule.name),
+            ],
+            args,
+        )
+
+
+def _record(schedule: Schedule, activity_id: str, tick: float) -> str:
+    metadata = {**schedule.metadata, "runnerq_schedule": schedule.name, "runnerq_tick": tick}
+    return ActivityRecord(
+        id=activity_id,
+        activity_type=schedule.activity_type,
+        payload=schedule.payload,
+        priority=schedule.priority,
+        max_retries=schedule.max_retries,
+        timeout=schedule.timeout,
+        metadata=metadata,
+        created_at=tick,
+    ).encode()
+
+
+def _info(name: str, raw: str, state: dict[str, str]) -> ScheduleInfo:
+    progress = ScheduleState.from_hash(state)
+    suspended = state.get("suspended") == "1"
+    try:
+        return ScheduleInfo(name, Schedule.from_json(raw), progress, suspended)
+    except ConfigurationError as exc:
+        return ScheduleInfo(name, None, progress, suspended, str(exc))
+
+
+class ScheduleFirer:
+    """Fires one queue's due schedules. Workers' schedulers and the operator each run one;
+    any number may run at once."""
+
+    def __init__(self, store: QueueStore, metrics: MetricsSink | None = None) -> None:
+        self._store = store
+        self.schedules = ScheduleStore(store)
+        self._metrics = metrics or NoopMetrics()
+        self._parsed: dict[str, Schedule | ConfigurationError] = {}  # schedule JSON -> parsed
+        self._broken_logged: set[str] = set()
+
+    async def fire_due(self) -> float | None:
+        """Fire every schedule whose tick has come; returns the seconds until the next tick
+        (0 when more are due at once), or None when the queue has no active schedule."""
+        scripts = self._store.scripts
+        k = self._store.keys
+        reply = await scripts.schedule_due(keys=[k.schedules, k.schedule_next], args=[_DUE_BATCH])
+        now_ms, later_ms = int(reply[0]), int(reply[1])
+        now = now_ms / 1000.0
+        due = [
+            (str(reply[i]), int(reply[i + 1]), str(reply[i + 2])) for i in range(2, len(reply), 3)
+        ]
+        if not due:
+            return None if later_ms < 0 else later_ms / 1000.0
+        progress = await self._progress([name for name, _, _ in due])
+        calls: list[ScriptCall] = []
+        fired: list[tuple[int, str, Plan]] = []  # (index in calls, name, what it fires)
+        for (name, stored_ms, raw), (version, last_id) in zip(due, progress, strict=True):
+            schedule = self._parse(name, raw)
+            if schedule is None:
+                calls.append(self._skip_broken(name, stored_ms, now_ms))
+                continue
+            firing = plan(schedule, stored_ms / 1000.0, now)
+            if schedule.concurrency == "replace" and firing.ticks and last_id:
+                await self._store.cancel(last_id)  # then the tick runs (see schedule.py)
+            fired.append((len(calls), name, firing))
+            calls.append(self.schedules.fire_call(schedule, version, stored_ms, firing))
+        replies = await self._store.run_calls(calls)
+        for index, name, firing in fired:
+            result = replies[index]
+            if int(result[0]) == 1:
+                self._count(name, firing, int(result[2]))
+        if len(due) >= _DUE_BATCH:
+            return 0.0  # more were due than read: at once
+        nexts = [firing.next_tick - now for _, _, firing in fired]
+        if later_ms >= 0:
+            nexts.append(later_ms / 1000.0)
+        return max(0.0, min(nexts)) if nexts else None
+
+    async def _progress(self, names: list[str]) -> list[tuple[str, str | None]]:
+        """(version, last activity id) of each schedule, in one round trip."""
+        k = self._store.keys
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(k.schedule_state(name), ["version", "last_activity_id"])
+            replies = await pipe.execute()
+        return [(str(v or ""), None if last is None else str(last)) for v, last in replies]
+
+    def _count(self, name: str, firing: Plan, skipped: int) -> None:
+        metrics = self._metrics
+        fired = len(firing.ticks) - skipped
+        if fired:
+            metrics.inc_counter(SCHEDULE_FIRED, fired)
+            log.debug("schedule %s fired %d tick(s)", name, fired)
+        if skipped:
+            metrics.inc_counter(SCHEDULE_SKIPPED, skipped)
+            log.info("schedule %s: %d tick(s) skipped, its previous run is not done", name, skipped)
+        if firing.missed:
+            metrics.inc_counter(SCHEDULE_MISSED, firing.missed)
+            log.warning("schedule %s: %d tick(s) missed", name, firing.missed)
+
+    def _parse(self, name: str, raw: str) -> Schedule | None:
+        parsed = self._parsed.get(raw)
+        if parsed is None:
+            try:
+                parsed = Schedule.from_json(raw) if raw else ConfigurationError("it is empty")
+            except ConfigurationError as exc:
+                parsed = exc
+            if len(self._parsed) > 10_000:
+                self._parsed.clear()
+            self._parsed[raw] = parsed
+        if isinstance(parsed, ConfigurationError):
+            if raw not in self._broken_logged:
+                self._broken_logged.add(raw)
+                log.error(
+                    "schedule %s on queue %s cannot be read (%s): not fired; fix or remove it",
+                    name,
+                    self._store.keys.queue,
+                    parsed,
+                )
+            return None
+        if parsed.name != name:
+            log.error("schedule %s is stored under the name %s: not fired", parsed.name, name)
+            return None
+        return parsed
+
+    def _skip_broken(self, name: str, stored_ms: int, now_ms: int) -> ScriptCall:
+        """Move an unreadable schedule a minute on (so that it does not keep its firers
+        busy), firing nothing; it stays in Redis for people to fix."""
+        k = self._store.keys
+        return ScriptCall(
+            self._store.scripts.schedule_fire,
+            [k.jobs, k.ready, k.notify, k.seq, k.stats, k.schedule_next, k.schedule_state(name)],
+            [name, stored_ms, now_ms + _BROKEN_RETRY_MS, "allow", 0, 2, NOTIFY_CAP, "*"],
+        )

@@ -1,0 +1,28 @@
+-- schedule_suspend: stop a schedule firing, or let it fire again from its next tick.
+--
+-- KEYS[1] schedules      HASH  name -> schedule (JSON)
+-- KEYS[2] schedule_next  ZSET  name -> next tick (ms)
+-- KEYS[3] state          HASH  this schedule's progress
+-- KEYS[4] notify         LIST  wake-up tokens
+--
+-- ARGV[1] name, ARGV[2] 1 to suspend, 0 to resume, ARGV[3] next tick (ms) when resuming,
+-- ARGV[4] notify cap
+--
+-- Returns 1, or 0 when there is no such schedule. Ticks that pass while it is suspended are
+-- not run: it resumes at the first tick after the resume.
+
+local name = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], name) == 0 then
+  return 0
+end
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[2], name)
+  redis.call('HSET', KEYS[3], 'suspended', 1, 'next_tick', -1)
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], name)
+  redis.call('HSET', KEYS[3], 'suspended', 0, 'next_tick', ARGV[3])
+  if redis.call('LPUSH', KEYS[4], 's') > tonumber(ARGV[4]) then
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+  end
+end
+return 1
