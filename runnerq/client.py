@@ -25,9 +25,9 @@ from .prepare import NO_OPTIONS, ActivityIds, BulkEntries, Entry, prepare
 from .priority import ActivityPriority
 from .record import DeadLetterEntry
 from .results import ResultListener
+from .schedules import ScheduleStore
 from .scripts import Scripts
 from .stats import QueueStats
-from .schedules import ScheduleStore
 from .store import EnqueueInterrupted, EnqueueItem, QueueStore
 
 __all__ = ["ActivityBuilder", "ActivityClient"]

@@ -33,9 +33,9 @@ from .connection import REDIS_ERRORS
 from .durations import Duration
 from .errors import ConfigurationError, RedisUnavailableError
 from .handler import ActivityHandler, HandlerFunc, HandlerRegistry
+from .metrics import MetricsSink, NoopMetrics
 from .schedule import Schedule
 from .schedules import ScheduleConflictError, ScheduleStore
-from .metrics import MetricsSink, NoopMetrics
 from .stats import QueueStats
 from .worker import Worker
 
