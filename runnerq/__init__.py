@@ -1,7 +1,8 @@
 """runnerq: a Redis-backed activity queue and worker engine.
 
 Enqueue with an ``ActivityClient`` (or an engine's ``get_activity_executor()``), run handlers
-with a ``WorkerEngine``, await results through ``ActivityFuture``.
+with a ``WorkerEngine``, await results through ``ActivityFuture``; declare periodic work with
+``WorkerEngine.schedule`` or ``ActivityClient.schedules`` (a ``ScheduleStore``).
 """
 
 from .client import ActivityBuilder, ActivityClient
@@ -34,6 +35,8 @@ from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .priority import ActivityPriority
 from .record import DeadLetterEntry
+from .schedule import Schedule, ScheduleState
+from .schedules import ScheduleConflictError, ScheduleInfo, ScheduleStore
 from .stats import QueueStats
 
 ActivityExecutor = ActivityClient
@@ -72,6 +75,11 @@ __all__ = [
     "ResultTimeoutError",
     "RetryableError",
     "RunnerQError",
+    "Schedule",
+    "ScheduleConflictError",
+    "ScheduleInfo",
+    "ScheduleState",
+    "ScheduleStore",
     "SerializationError",
     "WorkerEngine",
     "WorkerEngineBuilder",

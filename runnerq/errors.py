@@ -10,6 +10,9 @@
     │   └── BulkEnqueueUnavailableError  ... part way through a bulk enqueue (a BulkEnqueueError)
     ├── BulkEnqueueError            a bulk enqueue failed part way: what got in, what did not
     ├── ActivityNotFoundError       no activity with that id (never enqueued, or expired)
+    ├── ScheduleConflictError       a schedule of that name has another owner (code, the
+    │                               operator's ActivityQueue spec, or the API); defined in
+    │                               ``runnerq.schedules``, which raises it
     ├── WorkerError                 what awaiting an activity's result can raise
     │   ├── ActivityDeadLetteredError   retries exhausted or a non-retryable error
     │   │   └── ActivityTimedOutError   ... where the last attempt ran past its timeout
