@@ -16,6 +16,9 @@ from runnerq.metrics import (
     ACTIVITY_QUEUE_WAIT,
     COUNTERS,
     DURATIONS,
+    SCHEDULE_FIRED,
+    SCHEDULE_MISSED,
+    SCHEDULE_SKIPPED,
 )
 from runnerq.prometheus import DURATION_BUCKETS, PrometheusMetrics
 
@@ -152,3 +155,20 @@ def test_a_counter_only_goes_up() -> None:
     sink = PrometheusMetrics("q", registry=prometheus_client.CollectorRegistry())
     with pytest.raises(ValueError, match="only go up"):
         sink.inc_counter(ACTIVITY_COMPLETED, -1)
+
+
+def test_schedule_counters_are_there_at_zero_and_count() -> None:
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusMetrics("reports", registry=registry)
+    labels = {"queue": "reports"}
+    names = (SCHEDULE_FIRED, SCHEDULE_SKIPPED, SCHEDULE_MISSED)
+    assert set(names) <= set(COUNTERS)
+    text = prometheus_client.generate_latest(registry).decode()
+    for name in names:
+        assert f'runnerq_{name}_total{{queue="reports"}} 0.0' in text, name
+        assert f"# TYPE runnerq_{name}_total counter" in text, name
+    sink.inc_counter(SCHEDULE_FIRED, 3)
+    sink.inc_counter(SCHEDULE_MISSED, 2)
+    assert registry.get_sample_value("runnerq_schedule_fired_total", labels) == 3
+    assert registry.get_sample_value("runnerq_schedule_skipped_total", labels) == 0
+    assert registry.get_sample_value("runnerq_schedule_missed_total", labels) == 2
