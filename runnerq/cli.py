@@ -1,5 +1,5 @@
-"""The ``runnerq`` command: run a worker, look at a queue, manage its dead letters, enqueue,
-and run the demo.
+"""The ``runnerq`` command: run a worker, look at a queue, manage its dead letters and its
+schedules, enqueue, and run the demo.
 
 Connection settings come from flags, else the environment (``RUNNERQ_REDIS_URL``, or the
 operator ConfigMap's ``RUNNERQ_REDIS_URL_TEMPLATE`` with ``RUNNERQ_REDIS_PASSWORD``: see
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import inspect
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +30,8 @@ from .env import redis_url_from_env, resolve_redis_url
 from .errors import ConfigurationError, RunnerQError, WorkerError
 from .options import ActivityOption
 from .priority import ActivityPriority
+from .schedule import CATCH_UP, CONCURRENCY, Schedule
+from .schedules import ScheduleInfo, ScheduleStore
 
 __all__ = ["load_engine", "main"]
 
@@ -152,11 +156,53 @@ def _parser() -> argparse.ArgumentParser:
         "--wait-timeout", type=_duration, default=None, help="how long --wait waits (as --delay)"
     )
 
+    _schedules_parser(sub, common)
+
     demo = sub.add_parser(
         "demo", parents=[common], help="run the demo (embedded Redis if none given)"
     )
     demo.add_argument("--quick", action="store_true", help="shorter delays")
     return parser
+
+
+def _schedules_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    schedules = sub.add_parser("schedules", parents=[common], help="the queue's schedules")
+    cmds = schedules.add_subparsers(dest="schedules_command", required=True)
+    listing = cmds.add_parser("list", parents=[common], help="every schedule, with its progress")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    trigger = cmds.add_parser(
+        "trigger", parents=[common], help="enqueue a schedule's activity now; prints its id"
+    )
+    trigger.add_argument("name")
+    cmds.add_parser("resume", parents=[common], help="fire again from the next tick").add_argument(
+        "name"
+    )
+    for command, what in (("suspend", "stop firing it"), ("delete", "remove it")):
+        p = cmds.add_parser(command, parents=[common], help=what)
+        p.add_argument("name")
+        p.add_argument(
+            "--force", action="store_true", help="even one the ActivityQueue's spec owns"
+        )
+    add = cmds.add_parser(
+        "add", parents=[common], help="add a schedule, or change one added from here"
+    )
+    add.add_argument("name", help="unique on the queue: letters, digits, '.', '_', '-'")
+    add.add_argument("--type", required=True, dest="activity_type", help="activity type")
+    add.add_argument("--cron", help="cron expression: 5 fields, or 6 with seconds first")
+    add.add_argument("--every", type=_duration, help="interval: seconds, or 30s, 5m, 1h")
+    add.add_argument("--timezone", default="UTC", help="IANA time zone of --cron (UTC)")
+    add.add_argument("--payload", default="null", help="JSON payload")
+    add.add_argument("--priority", default="normal", choices=[p.value for p in ActivityPriority])
+    add.add_argument("--max-retries", type=int)
+    add.add_argument("--timeout", type=_duration, help="each run's timeout (as --every)")
+    add.add_argument("--metadata", help="JSON object given to each run")
+    add.add_argument("--catch-up", default="skip", choices=CATCH_UP, help="missed ticks (skip)")
+    add.add_argument("--catch-up-limit", type=int, default=10, help="runs at most, with all")
+    add.add_argument(
+        "--starting-deadline", type=_duration, help="a tick later than this never runs"
+    )
+    add.add_argument("--concurrency", default="allow", choices=CONCURRENCY, help="overlap (allow)")
+    add.add_argument("--suspended", action="store_true", help="add it suspended")
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
@@ -168,7 +214,22 @@ def _connection(args: argparse.Namespace) -> tuple[str, str]:
 async def _worker(args: argparse.Namespace) -> int:
     from .health import HealthServer
 
+    # SIGTERM before the engine's own handlers are in place (while the app is imported and
+    # set up) or after they are gone (while it exits): the worker stops, or goes on
+    # stopping, and exits 0 rather than die of the signal. (Ctrl-C keeps its default.)
+    stops: list[WorkerEngine] = []
+    early: list[int] = []
+
+    def stop_soon(signum: int, frame: object) -> None:
+        early.append(signum)
+        for engine in stops:
+            engine.request_stop()
+
+    signal.signal(signal.SIGTERM, stop_soon)
     engine = load_engine(args.app)
+    stops.append(engine)
+    if early:
+        engine.request_stop()
     changes: dict[str, Any] = {}
     url = args.redis_url or resolve_redis_url()
     if url:
@@ -211,8 +272,10 @@ async def _stats(args: argparse.Namespace) -> int:
     url, queue = _connection(args)
     async with ActivityClient(url, queue) as client:
         stats = await client.get_stats()
+        schedules = await client.schedules.list()
     if args.json:
-        print(json.dumps(stats.as_dict(), indent=2))
+        doc = {**stats.as_dict(), "schedules": [_schedule_stats(i) for i in schedules]}
+        print(json.dumps(doc, indent=2))
         return 0
     print(f"queue {queue}{'  (paused)' if stats.paused else ''}")
     for name in (
@@ -232,7 +295,38 @@ async def _stats(args: argparse.Namespace) -> int:
         "  pending by priority: "
         + ", ".join(f"{p.value} {n}" for p, n in stats.by_priority.items())
     )
+    if schedules:
+        print("  schedules:")
+    for info in schedules:
+        state = info.state
+        print(
+            f"    {info.name}  next {_when(state.next_tick, info.suspended)}"
+            f"  last {_when(state.last_tick)}  fired {state.fired}"
+            f"  skipped {state.skipped}  missed {state.missed}"
+        )
     return 0
+
+
+def _schedule_stats(info: ScheduleInfo) -> dict[str, Any]:
+    """A schedule's line in ``runnerq stats --json`` (times in epoch seconds)."""
+    state = info.state
+    return {
+        "name": info.name,
+        "trigger": None if info.schedule is None else info.schedule.trigger.describe(),
+        "suspended": info.suspended,
+        "next_tick": state.next_tick,
+        "last_tick": state.last_tick,
+        "fired": state.fired,
+        "skipped": state.skipped,
+        "missed": state.missed,
+        "error": info.error,
+    }
+
+
+def _when(t: float | None, suspended: bool = False) -> str:
+    if t is None:
+        return "suspended" if suspended else "-"
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _dlq(args: argparse.Namespace) -> int:
@@ -284,6 +378,121 @@ async def _enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+_OWNED_BY_SPEC = (
+    "schedule {name!r} is owned by the ActivityQueue's spec (the operator writes it):"
+    " change spec.schedules instead, or pass --force"
+)
+
+
+async def _schedules(args: argparse.Namespace) -> int:
+    url, queue = _connection(args)
+    command = args.schedules_command
+    schedule = _schedule_from(args) if command == "add" else None  # checked before connecting
+    async with ActivityClient(url, queue) as client:
+        store = client.schedules
+        if command == "list":
+            return _print_schedules(await store.list(), args.json)
+        if schedule is not None:
+            return await _add_schedule(store, schedule)
+        name = args.name
+        info = await store.get(name)
+        if info is None:
+            print(f"runnerq: no schedule {name!r} on queue {queue!r}", file=sys.stderr)
+            return 1
+        owner = None if info.schedule is None else info.schedule.owner
+        if command in ("suspend", "delete") and owner == "operator" and not args.force:
+            print(f"runnerq: {_OWNED_BY_SPEC.format(name=name)}", file=sys.stderr)
+            return 2
+        if command == "trigger":
+            print(await store.trigger(name))
+        elif command == "delete":
+            # with the owner read above: a schedule that changed hands since is not removed
+            done = await store.remove(name, owner=owner)
+            if owner == "operator":
+                print(f"deleted {name} (the operator writes it back while spec.schedules has it)")
+            elif owner == "code":
+                print(f"deleted {name} (declared in code: a worker that starts writes it back)")
+            else:
+                print(f"deleted {name}" if done else f"{name} was already gone")
+        else:
+            if not await (store.suspend(name) if command == "suspend" else store.resume(name)):
+                print(f"runnerq: no schedule {name!r} on queue {queue!r}", file=sys.stderr)
+                return 1
+            print(f"{command}d {name}" if command == "resume" else f"suspended {name}")
+    return 0
+
+
+def _schedule_from(args: argparse.Namespace) -> Schedule:
+    """The schedule ``runnerq schedules add`` describes; ``ConfigurationError`` for bad input
+    (nothing is written then)."""
+    if (args.cron is None) == (args.every is None):
+        raise ConfigurationError("give exactly one of --cron and --every")
+    values: dict[str, Any] = {}
+    for flag in ("payload", "metadata"):
+        text = getattr(args, flag)
+        if text is None:
+            continue
+        try:
+            values[flag] = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"--{flag} is not JSON: {exc}") from None
+    return Schedule(
+        args.name,
+        args.activity_type,
+        cron=args.cron,
+        every=args.every,
+        timezone=args.timezone,
+        priority=args.priority,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        catch_up=args.catch_up,
+        catch_up_limit=args.catch_up_limit,
+        starting_deadline=args.starting_deadline,
+        concurrency=args.concurrency,
+        suspended=args.suspended,
+        owner="api",
+        **values,
+    )
+
+
+async def _add_schedule(store: ScheduleStore, schedule: Schedule) -> int:
+    changed = await store.upsert(schedule)  # ScheduleConflictError: another owner's name
+    info = await store.get(schedule.name)
+    next_tick = None if info is None else info.state.next_tick
+    suspended = info is not None and info.suspended
+    what = "added schedule" if changed else "schedule unchanged:"
+    print(f"{what} {schedule.name}, next tick {_when(next_tick, suspended)}")
+    return 0
+
+
+def _print_schedules(infos: list[ScheduleInfo], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([info.as_dict() for info in infos], indent=2))
+        return 0
+    if not infos:
+        print("no schedules")
+        return 0
+    rows = [("NAME", "TRIGGER", "OWNER", "NEXT", "LAST", "FIRED", "SKIPPED", "MISSED")]
+    for info in infos:
+        s, state = info.schedule, info.state
+        rows.append(
+            (
+                info.name,
+                f"unreadable: {info.error}" if s is None else s.trigger.describe(),
+                "?" if s is None else s.owner,
+                _when(state.next_tick, info.suspended),
+                _when(state.last_tick),
+                str(state.fired),
+                str(state.skipped),
+                str(state.missed),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -298,7 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    runner = {"worker": _worker, "stats": _stats, "dlq": _dlq, "enqueue": _enqueue, "demo": _demo}
+    runner = {
+        "worker": _worker,
+        "stats": _stats,
+        "dlq": _dlq,
+        "schedules": _schedules,
+        "enqueue": _enqueue,
+        "demo": _demo,
+    }
     try:
         if args.command == "worker":
             return exit_guard.run(_worker(args))  # exits even if a handler will not stop
