@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from runnerq.errors import ConfigurationError, SerializationError
 from runnerq.keys import validate_queue_name
+from runnerq.record import encode_json
+from runnerq.schedule import Schedule, validate_schedule_name
+from runnerq.triggers import make_trigger, zone
 
 __all__ = [
     "QueueConfigSpec",
@@ -23,6 +27,7 @@ __all__ = [
     "SecretKeyRef",
     "SpecError",
     "WorkerSpec",
+    "parse_schedules",
     "parse_spec",
 ]
 
@@ -38,6 +43,10 @@ _SCHEMES = (
     "rediss+sentinel://",
 )
 ScalingMode = Literal["Operator", "External"]
+# The CRD's enum values (CamelCase, as the CRD's other enums) and runnerq's words for them.
+PRIORITIES = {"Critical": "critical", "High": "high", "Normal": "normal", "Low": "low"}
+CATCH_UP = {"Skip": "skip", "Latest": "latest", "All": "all"}
+CONCURRENCY_POLICIES = {"Allow": "allow", "Forbid": "forbid", "Replace": "replace"}
 
 
 class SpecError(ValueError):
@@ -114,6 +123,11 @@ class QueueSpec:
     queue_config: QueueConfigSpec = field(default_factory=QueueConfigSpec)
     replicas: int | None = None
     purge_on_delete: bool = False
+    #: spec.schedules as runnerq Schedules (owner "operator"); empty when any is invalid.
+    schedules: tuple[Schedule, ...] = ()
+    #: What is wrong with spec.schedules: the schedules are refused as a whole (nothing
+    #: half-written), the rest of the queue is served.
+    schedule_problems: tuple[str, ...] = ()
 
 
 class _Reader:
@@ -236,6 +250,11 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> QueueSpec:
         r.problems.append(f"spec.deletionPolicy must be Retain or Purge, not {policy!r}")
     if r.problems:
         raise SpecError(r.problems)
+    schedule_problems: tuple[str, ...] = ()
+    try:
+        schedules = parse_schedules(spec.get("schedules"))
+    except SpecError as exc:
+        schedules, schedule_problems = (), tuple(exc.problems)
     return QueueSpec(
         queue=queue,
         redis=redis,
@@ -244,6 +263,8 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> QueueSpec:
         queue_config=config,
         replicas=replicas,
         purge_on_delete=policy == "Purge",
+        schedules=schedules,
+        schedule_problems=schedule_problems,
     )
 
 
@@ -368,3 +389,107 @@ def _queue_config(r: _Reader, data: Mapping[str, Any]) -> QueueConfigSpec:
         max_retries=r.integer(data, f"{p}.maxRetries", None, minimum=0, maximum=1000),
         timeout=float(timeout) if timeout is not None else None,
     )
+
+
+def parse_schedules(value: Any, path: str = "spec.schedules") -> tuple[Schedule, ...]:
+    """spec.schedules as runnerq Schedules owned by the operator, or ``SpecError`` listing
+    every problem. The API server checks the shape (CEL); the time zones (zoneinfo), cron
+    expressions (cronsim) and payloads (runnerq's JSON encoder) are checked here only."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise SpecError([f"{path} must be a list of objects"])
+    r = _Reader()
+    names: dict[str, int] = {}
+    schedules: list[Schedule] = []
+    for i, item in enumerate(value):
+        before = len(r.problems)
+        schedule = _schedule(r, item, f"{path}[{i}]")
+        name = item.get("name")
+        if isinstance(name, str) and name in names:
+            r.problems.append(
+                f"{path}[{i}].name: {name!r} is also the name of {path}[{names[name]}]"
+            )
+        elif isinstance(name, str):
+            names[name] = i
+        if schedule is not None and len(r.problems) == before:
+            schedules.append(schedule)
+    if r.problems:
+        raise SpecError(r.problems)
+    return tuple(schedules)
+
+
+def _choice(
+    r: _Reader, data: Mapping[str, Any], path: str, words: dict[str, str], default: str
+) -> str:
+    found = r.text(data, path) or default
+    if found not in words:
+        r.problems.append(f"{path} must be one of {', '.join(words)}, not {found!r}")
+        return words[default]
+    return words[found]
+
+
+def _schedule(r: _Reader, item: Mapping[str, Any], p: str) -> Schedule | None:
+    """One schedule, or None with its problems added to ``r``."""
+    before = len(r.problems)
+    name = r.text(item, f"{p}.name", required=True)
+    if name is not None:
+        try:
+            validate_schedule_name(name)
+        except ConfigurationError as exc:
+            r.problems.append(f"{p}.name: {exc}")
+    cron = r.text(item, f"{p}.cron")
+    every = r.integer(item, f"{p}.everySeconds", None, minimum=1)
+    timezone = r.text(item, f"{p}.timeZone") or "UTC"
+    try:
+        zone(timezone)
+    except ConfigurationError as exc:
+        r.problems.append(f"{p}.timeZone: {exc}")
+        timezone = "UTC"  # so that the cron expression is still checked
+    if (cron is None) == (every is None):
+        r.problems.append(f"set exactly one of {p}.cron and {p}.everySeconds")
+    elif cron is not None:
+        try:
+            make_trigger(cron, None, timezone)
+        except ConfigurationError as exc:
+            r.problems.append(f"{p}.cron: {exc}")
+    activity = r.section(item, f"{p}.activity")
+    activity_type = r.text(activity, f"{p}.activity.type", required=True)
+    payload = activity.get("payload")
+    try:
+        encode_json(payload, f"{p}.activity.payload")
+    except SerializationError as exc:
+        r.problems.append(str(exc))
+    priority = _choice(r, activity, f"{p}.activity.priority", PRIORITIES, "Normal")
+    max_retries = r.integer(activity, f"{p}.activity.maxRetries", None, minimum=0, maximum=1000)
+    timeout = r.integer(activity, f"{p}.activity.timeoutSeconds", None, minimum=1, maximum=604800)
+    metadata = dict(r.section(activity, f"{p}.activity.metadata"))
+    catch_up = _choice(r, item, f"{p}.catchUp", CATCH_UP, "Skip")
+    limit = r.req_int(item, f"{p}.catchUpLimit", 10, minimum=1, maximum=1000)
+    deadline = r.integer(item, f"{p}.startingDeadlineSeconds", None, minimum=1)
+    concurrency = _choice(r, item, f"{p}.concurrencyPolicy", CONCURRENCY_POLICIES, "Allow")
+    suspend = r.flag(item, f"{p}.suspend", False)
+    if len(r.problems) > before or name is None or activity_type is None:
+        return None
+    try:
+        return Schedule(
+            name,
+            activity_type,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            payload=payload,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            metadata=metadata,
+            catch_up=catch_up,  # type: ignore[arg-type]  # one of CATCH_UP's values
+            catch_up_limit=limit,
+            starting_deadline=deadline,
+            concurrency=concurrency,  # type: ignore[arg-type]  # one of CONCURRENCY_POLICIES'
+            suspended=suspend,
+            owner="operator",
+        )
+    except ConfigurationError as exc:  # what runnerq checks beyond the above
+        r.problems.append(f"{p}: {exc}")
+        return None

@@ -28,6 +28,8 @@ def version() -> dict[str, Any]:
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     """What the API server's defaulting does: fill absent properties with their defaults."""
+    if isinstance(value, list) and schema.get("type") == "array":
+        return [apply_defaults(schema["items"], item) for item in value]
     if not isinstance(value, dict) or schema.get("type") != "object":
         return value
     out = dict(value)
@@ -74,6 +76,10 @@ def test_printer_columns() -> None:
     assert paths["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert paths["Waiting"] == ".status.depth.ready"
     assert paths["Polled"] == ".status.lastPollTime"  # -o wide: how old the depth is
+    # -o wide: most queues have no schedule, and a tick changes every poll. A string, not a
+    # date: kubectl shows a date in the future as <invalid>.
+    tick = next(c for c in found if c["name"] == "Next Tick")
+    assert (tick["jsonPath"], tick["type"], tick["priority"]) == (".status.nextTick", "string", 1)
 
 
 def fields(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any], bool]]:
@@ -130,6 +136,40 @@ def test_schema_defaults_agree_with_the_operators_defaults() -> None:
     assert parse_spec(defaulted, "q") == parse_spec(minimal, "q")
 
 
+def test_schedule_defaults_agree_with_the_operators_defaults() -> None:
+    schema = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    minimal = {
+        "redis": {"url": "redis://r:6379"},
+        "worker": {"image": "i:1", "app": "a.b:c"},
+        "schedules": [
+            {"name": "tick", "everySeconds": 1, "activity": {"type": "t"}},
+            {"name": "daily", "cron": "0 3 * * *", "activity": {"type": "t", "payload": [1]}},
+        ],
+    }
+    defaulted = apply_defaults(schema, minimal)
+    assert defaulted["schedules"][0]["timeZone"] == "UTC"  # item defaults were applied
+    assert defaulted["schedules"][1]["activity"]["priority"] == "Normal"
+    parsed = parse_spec(defaulted, "q")
+    assert parsed.schedule_problems == ()
+    assert parsed == parse_spec(minimal, "q")
+
+
+def test_schedule_names_are_the_list_key_and_one_trigger_is_a_rule() -> None:
+    """Unique names by the API server's list-map semantics (a duplicate is refused, and
+    server-side apply merges the list by name); exactly one trigger by CEL."""
+    schedules = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "schedules"
+    ]
+    assert schedules["x-kubernetes-list-type"] == "map"
+    assert schedules["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in schedules["items"]["required"]  # a list-map key must be required
+    rules = [r["rule"] for r in schedules["items"]["x-kubernetes-validations"]]
+    assert rules == ["has(self.cron) != has(self.everySeconds)"]
+    assert "maxItems" in schedules  # bounds the CEL cost of the per-item rules
+    payload = schedules["items"]["properties"]["activity"]["properties"]["payload"]
+    assert "type" not in payload and payload["x-kubernetes-preserve-unknown-fields"] is True
+
+
 def test_every_cel_rule_has_a_message() -> None:
     def rules(node: Any) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -145,3 +185,22 @@ def test_every_cel_rule_has_a_message() -> None:
     all_rules = rules(version()["schema"])
     assert len(all_rules) >= 8
     assert all(r.get("message") or r.get("messageExpression") for r in all_rules)
+
+
+def test_no_flow_mapping_was_split_by_a_comma() -> None:
+    """An unquoted description holding a comma inside ``{...}`` ends at the comma, and the
+    rest becomes a stray key with no value (which the API server drops)."""
+
+    def stray(node: Any, path: str = "") -> list[str]:
+        found: list[str] = []
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None:
+                    found.append(f"{path}.{key}")
+                found += stray(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                found += stray(value, f"{path}[{i}]")
+        return found
+
+    assert stray(load_crd()) == []
