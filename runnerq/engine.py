@@ -311,17 +311,20 @@ class WorkerEngine:
     @contextlib.contextmanager
     def _signals(self, install: bool) -> Generator[None, None, None]:
         loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
+        installed: list[tuple[signal.Signals, Any]] = []
         if install and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
+                    previous = signal.getsignal(sig)
                     loop.add_signal_handler(sig, self._on_signal, sig)
-                    installed.append(sig)
+                    installed.append((sig, previous))
         try:
             yield
         finally:
-            for sig in installed:
+            for sig, previous in installed:
                 loop.remove_signal_handler(sig)
+                if previous is not None:  # (asyncio leaves the default: a second SIGTERM
+                    signal.signal(sig, previous)  # during the exit would kill the process)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s: shutting down gracefully", sig.name)

@@ -233,3 +233,29 @@ def test_sigterm_while_redis_is_unreachable_exits_zero(tmp_path: Any) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_sigterm_while_the_app_is_imported_exits_zero(redis_url: str) -> None:
+    """Before the engine exists (its handlers are not in place yet): the worker does not
+    die of the signal, it does not start, and it exits 0."""
+    env = dict(os.environ, RUNNERQ_REDIS_URL=redis_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runnerq", "worker", "tests.apps.slow_import_app:engine"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "importing the app" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "running queue" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
