@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -72,8 +73,8 @@ class QueueWriter:
         )
 
     async def write_status(self, state: QueueState, *, force: bool = False) -> None:
-        """Patch the status when it changed; a change of depth figures alone waits for
-        ``status_interval`` since the last patch (unless ``force``)."""
+        """Patch the status when it changed; a change of figures alone (depth, schedule
+        progress) waits for ``status_interval`` since the last patch (unless ``force``)."""
         status = queue_status(
             name=state.name,
             queue=state.spec.queue,
@@ -83,13 +84,13 @@ class QueueWriter:
             desired=state.desired,
             depth=state.depth,
             last_scale_time=state.last_scale_time,
+            schedules=state.schedules,
+            next_tick=state.next_tick,
         )
         if status == state.last_status and not force:
             return
         now = self.clock()
-        depth_only = {k: v for k, v in status.items() if k != "depth"} == {
-            k: v for k, v in state.last_status.items() if k != "depth"
-        }
+        depth_only = _without_figures(status) == _without_figures(state.last_status)
         if depth_only and not force and now - state.last_status_at < self.config.status_interval:
             return
         patch = dict(status)
@@ -128,3 +129,11 @@ class QueueWriter:
             await self.api.post_event(state.ref, type_, reason, message)
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("cannot post event %s for %s/%s: %s", reason, *state.key, exc)
+
+
+# Figures that change all the time: a change of these alone waits for status_interval.
+_FIGURES = ("depth", "schedules", "nextTick")
+
+
+def _without_figures(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in _FIGURES}

@@ -14,6 +14,7 @@ __all__ = [
     "READY",
     "REDIS_REACHABLE",
     "SCALING",
+    "SCHEDULES_READY",
     "Condition",
     "find",
     "merge_conditions",
@@ -23,7 +24,8 @@ __all__ = [
 READY = "Ready"
 REDIS_REACHABLE = "RedisReachable"
 SCALING = "Scaling"
-_ORDER = (READY, REDIS_REACHABLE, SCALING)
+SCHEDULES_READY = "SchedulesReady"
+_ORDER = (READY, REDIS_REACHABLE, SCALING, SCHEDULES_READY)
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -40,7 +40,7 @@ class OperatorMetrics:
         )
         self.errors = Counter(
             "runnerq_operator_errors",
-            "Errors by kind (redis, kubernetes, spec).",
+            "Errors by kind (redis, kubernetes, spec, schedules).",
             ["kind"],
             registry=r,
         )
@@ -70,6 +70,12 @@ class OperatorMetrics:
             "runnerq_operator_desired_replicas",
             "Replicas the operator wants for the queue's workers.",
             ["namespace", "name", "queue"],
+            registry=r,
+        )
+        self.schedule_ticks = Counter(
+            "runnerq_operator_schedule_ticks",
+            "Schedule ticks the operator fired, skipped (previous run not done) or missed.",
+            ["outcome"],
             registry=r,
         )
         self.queues = Gauge(

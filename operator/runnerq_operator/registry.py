@@ -89,6 +89,11 @@ class QueueState:
     config_written: bool = False
     last_scale_time: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    #: status.schedules and status.nextTick, as the schedule firer last read them.
+    schedules: list[dict[str, Any]] | None = None
+    next_tick: str | None = None
+    #: Set to wake the queue's schedule firer (its spec or registration changed).
+    schedules_wake: asyncio.Event = field(default_factory=asyncio.Event)
     last_status: dict[str, Any] = field(default_factory=dict)
     last_status_at: float = float("-inf")
 
@@ -115,13 +120,27 @@ class QueueRegistry:
         #: Queues released while registered: their spec may have changed since (a peer
         #: handled the change), so they are reconciled again before they are served.
         self._stale: set[QueueKey] = set()
+        #: Set on every change (the autoscaler waits on it and clears it).
         self.changed = asyncio.Event()
+        self._subscribers: list[asyncio.Event] = []
 
     def __len__(self) -> int:
         return len(self._queues)
 
     def __iter__(self) -> Iterator[QueueState]:
         return iter(list(self._queues.values()))
+
+    def subscribe(self) -> asyncio.Event:
+        """An Event of one's own, set on every change like ``changed`` (for a second
+        waiter: one that clears ``changed`` would hide a change from the other)."""
+        event = asyncio.Event()
+        self._subscribers.append(event)
+        return event
+
+    def _notify(self) -> None:
+        self.changed.set()
+        for event in self._subscribers:
+            event.set()
 
     def get(self, key: QueueKey) -> QueueState | None:
         return self._queues.get(key)
@@ -149,13 +168,13 @@ class QueueRegistry:
                 state.config_written = False
             state.ref, state.generation, state.spec, state.target = ref, generation, spec, target
         state.next_poll = 0.0  # poll at once with the new spec
-        self.changed.set()
+        self._notify()
         return state
 
     def remove(self, key: QueueKey) -> QueueState | None:
         state = self._queues.pop(key, None)
         self._stale.discard(key)
-        self.changed.set()
+        self._notify()
         return state
 
     def serves(self, key: QueueKey) -> bool:
@@ -178,7 +197,7 @@ class QueueRegistry:
         state = self._queues.get(key)
         if state is not None:
             state.next_poll = 0.0
-        self.changed.set()
+        self._notify()
 
     def release(self, key: QueueKey) -> QueueState | None:
         """Serve the queue no more. The caller waits for its lock: a write in flight ends."""
@@ -186,7 +205,7 @@ class QueueRegistry:
         state = self._queues.get(key)
         if state is not None:
             self._stale.add(key)
-        self.changed.set()
+        self._notify()
         return state
 
     def targets(self) -> set[RedisTarget]:

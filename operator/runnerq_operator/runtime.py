@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from .actions import QueueWriter
 from .autoscaler import Autoscaler
+from .firing import ScheduleFiring
 from .kube import KubeApi
 from .metrics import OperatorMetrics, serve_metrics
 from .peering import PeeringCheck, PeeringObject
@@ -48,14 +49,21 @@ class OperatorRuntime:
         self.writer = QueueWriter(self.api, self.pools, self.metrics, config)
         self.reconciler = Reconciler(self.registry, self.writer, self.api, self.pools, self.metrics)
         self.autoscaler = Autoscaler(self.registry, self.writer, self.pools, self.metrics, config)
+        self.firing = ScheduleFiring(self.registry, self.writer, self.pools, self.metrics)
         self.peering = PeeringCheck(self.api, peerings) if peerings else None
         self._task: asyncio.Task[None] | None = None
+        self._firing_task: asyncio.Task[None] | None = None
         self._peering_task: asyncio.Task[None] | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port: int | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._supervise(), name="runnerq-autoscaler")
+        self._task = asyncio.create_task(
+            self._supervise("autoscaler", self.autoscaler.run), name="runnerq-autoscaler"
+        )
+        self._firing_task = asyncio.create_task(
+            self._supervise("schedule firing", self.firing.run), name="runnerq-schedules"
+        )
         if self.peering is not None:
             self._peering_task = asyncio.create_task(self.peering.run(), name="runnerq-peering")
         if self.config.metrics_port is not None:
@@ -66,29 +74,31 @@ class OperatorRuntime:
             self.metrics_port = int(addresses[0][1]) if addresses else None
             log.info("operator metrics on port %s", self.metrics_port)
 
-    async def _supervise(self) -> None:
-        """Run the autoscaler; an unexpected error restarts it instead of stopping scaling."""
+    async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run the autoscaler (or the schedule firing); an unexpected error restarts it
+        instead of stopping scaling (or firing)."""
         while True:
             try:
-                await self.autoscaler.run()
+                await run()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.metrics.errors.labels("autoscaler").inc()
-                log.exception("the autoscaler failed; restarting it in %gs", _RESTART_DELAY)
+                self.metrics.errors.labels(what.split()[-1]).inc()
+                log.exception("the %s failed; restarting it in %gs", what, _RESTART_DELAY)
                 await asyncio.sleep(_RESTART_DELAY)
 
     @property
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        tasks = (self._task, self._firing_task)
+        return all(t is not None and not t.done() for t in tasks)
 
     async def stop(self) -> None:
-        for task in (self._task, self._peering_task):
+        for task in (self._task, self._firing_task, self._peering_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._peering_task = None
+        self._task = self._firing_task = self._peering_task = None
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None

@@ -31,6 +31,8 @@ def queue_status(
     depth: Depth | None,
     last_scale_time: str | None,
     last_poll_time: str | None = None,
+    schedules: list[dict[str, Any]] | None = None,
+    next_tick: str | None = None,
 ) -> dict[str, Any]:
     """The whole status (a merge patch of it replaces every field it names)."""
     status: dict[str, Any] = {
@@ -51,4 +53,7 @@ def queue_status(
         status["lastScaleTime"] = last_scale_time
     if last_poll_time is not None:
         status["lastPollTime"] = last_poll_time
+    if schedules is not None:
+        status["schedules"] = schedules
+        status["nextTick"] = next_tick  # None (JSON null) removes it: all suspended
     return status
