@@ -18,7 +18,9 @@ def schedule(name: str, owner: str = "operator", every: int = 60) -> Schedule:
     return Schedule(name, "noop", every=every, owner=owner)  # type: ignore[arg-type]
 
 
-def stored(s: Schedule, state: ScheduleState | None = None, suspended: bool = False) -> ScheduleInfo:
+def stored(
+    s: Schedule, state: ScheduleState | None = None, suspended: bool = False
+) -> ScheduleInfo:
     return ScheduleInfo(s.name, s, state or ScheduleState(next_tick=120.0), suspended)
 
 
