@@ -24,13 +24,15 @@ from .proc import Adapter
 from .profiling import PY_SPY, attach_py_spy, format_summary, py_spy_command, summarize
 from .report import build_rows, format_table, rows_for, write_json
 from .scenarios import Cell, Scenarios, Settings
+from .schedules import ScheduleSettings, run_schedule_rows
 from .stats import percentile
 from .venvs import default_cache_dir, ensure_tool, ensure_venv, freeze
 
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("enqueue", "process", "latency")
+GROUPS = ("enqueue", "process", "latency", "schedules")
+DEFAULT_GROUPS = {"enqueue", "process", "latency"}  # schedules: only when asked for
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -50,6 +52,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=8, help="enqueuing threads, sync libraries")
     ap.add_argument("--latency-samples", type=int, default=None)
     ap.add_argument("--sched-samples", type=int, default=None)
+    ap.add_argument(
+        "--schedule-rounds", type=int, default=None, help="rounds of the schedule cost row (3)"
+    )
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per processing run")
     ap.add_argument(
         "--repeat", type=int, default=1, help="rounds of the enqueue and processing rows (median)"
@@ -104,7 +109,7 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
     only = [x for x in a.only.split(",") if x]
     skip = {x for x in a.skip.split(",") if x}
     libs = [lib for lib in LIBRARIES if (not only or lib.name in only) and lib.name not in skip]
-    groups = {x for x in a.rows.split(",") if x} or None
+    groups = {x for x in a.rows.split(",") if x} or DEFAULT_GROUPS
     cache = a.cache_dir or default_cache_dir()
     logs = a.json.parent / "logs"
     client = redis.Redis.from_url(url)
@@ -145,7 +150,7 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Cell]]] = {name: [] for name in adapters}
     plan = [(r, {"enqueue", "process"}) for r in range(a.repeat)] + [(0, {"latency"})]
     for r, wanted in plan:
-        chosen = wanted if groups is None else wanted & groups
+        chosen = wanted & groups
         if not chosen:
             continue
         for name, ad in adapters.items():
@@ -158,6 +163,13 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
             _say(f"   {time.monotonic() - t0:.0f}s: {_brief(got)}")
     for name, results in rounds.items():
         cells[name] = merge_rounds(results)
+    if "schedules" in groups and "runnerq" in adapters:
+        ss = ScheduleSettings.quick() if a.quick else ScheduleSettings()
+        if a.schedule_rounds is not None:
+            ss = replace(ss, cost_rounds=a.schedule_rounds)
+        _say(f"== runnerq: schedules (load {_loadavg()})")
+        meta["schedule_settings"] = asdict(ss)
+        cells["runnerq"].update(run_schedule_rows(scenarios, adapters["runnerq"], ss, _say))
     meta["load_trace"] = trace
     profile = None
     if a.profile:

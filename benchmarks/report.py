@@ -86,6 +86,35 @@ def rows_for(concurrencies: Sequence[int], n: int, enqueue_n: int, callers: int)
         Row("sched_p50", "delayed start lateness, p50", "ms", False),
         Row("sched_p99", "delayed start lateness, p99", "ms", False, "<20 ms", _value("<", 20)),
         Row("rss_mb", "worker RSS after the run", "MB", False),
+        # --rows schedules (runnerq only; see benchmarks/schedules.py)
+        Row("tick_workers_p50", "schedule tick -> start, workers firing, p50", "ms", False),
+        Row(
+            "tick_workers_p99",
+            "schedule tick -> start, workers firing, p99",
+            "ms",
+            False,
+            "<20 ms",
+            _value("<", 20),
+        ),
+        Row("tick_firer_p50", "schedule tick -> enqueued, firer only, p50", "ms", False),
+        Row(
+            "tick_firer_p99",
+            "schedule tick -> enqueued, firer only, p99",
+            "ms",
+            False,
+            "<1000 ms",
+            _value("<", 1000),
+        ),
+        Row("process_c10_no_schedules", "process, concurrency 10, no schedules", "/s", True),
+        Row("process_c10_schedules", "process, concurrency 10, 10,000 schedules", "/s", True),
+        Row(
+            "schedules_cost_pct",
+            "  slower with 10,000 schedules",
+            "%",
+            False,
+            "<3%",
+            _value("<", 3),
+        ),
     ]
 
 

@@ -133,11 +133,19 @@ class Scenarios:
         return out
 
     def throughput(
-        self, ad: Adapter, conc: int, attach: Attach | None = None, n: int | None = None
+        self,
+        ad: Adapter,
+        conc: int,
+        attach: Attach | None = None,
+        n: int | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> tuple[Cell, int]:
-        """(processing rate, worker RSS in bytes after the run)."""
+        """(processing rate, worker RSS in bytes after the run); ``prepare`` runs after the
+        flush, before the activities are enqueued."""
         s = self.s if n is None else replace(self.s, n=n)
         self.flush()
+        if prepare is not None:
+            prepare()
         ad.produce(mode="fill", n=s.n, callers=s.callers, threads=s.threads)
         marks = sorted({max(1, s.n * k // 20) for k in range(1, 21)})
         worker = ad.start_worker(concurrency=conc, marks=",".join(map(str, marks)))
