@@ -13,9 +13,9 @@ removed, a name another owner has left alone and reported) and reports each sche
 status, with the SchedulesReady condition and, when it turns False or its message changes, a
 Warning Event.
 
-Redis unreachable: one log line when it is lost and one when it answers again (the
-autoscaler's condition and Event say the rest), tried again with a backoff up to the poll
-interval.
+Redis unreachable: tried again with a backoff up to the poll interval. The autoscaler already
+says it, once per loss and once per return, in its log line, Event and conditions; the firer
+says it at DEBUG only (the same queue's outage twice in the log would be noise).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class ScheduleFiring:
                         await self._sync(state, firer.schedules)
                         refresh_at = self.clock() + interval
                 if failures:
-                    log.info("%s: firing schedules again", self.writer.label(state))
+                    log.debug("%s: firing schedules again", self.writer.label(state))
                 failures, last_error = 0, ""
                 if due_at is not None:
                     wait = min(interval, due_at - self.clock())
@@ -159,7 +159,7 @@ class ScheduleFiring:
                 failures += 1
                 if failures == 1:
                     self.metrics.errors.labels("redis").inc()
-                    log.warning("%s: schedules not fired: %s", self.writer.label(state), exc)
+                    log.debug("%s: schedules not fired: %s", self.writer.label(state), exc)
                 wait = backoff_delay(_RETRY, failures, interval)
             except Exception as exc:  # a bug or a broken Redis reply: log it, go on
                 self.metrics.errors.labels("schedules").inc()
