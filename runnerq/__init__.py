@@ -25,6 +25,7 @@ from .errors import (
     ResultTimeoutError,
     RetryableError,
     RunnerQError,
+    ScheduleConflictError,
     SerializationError,
     WorkerError,
     non_retryable,
@@ -36,7 +37,7 @@ from .options import ActivityOption
 from .priority import ActivityPriority
 from .record import DeadLetterEntry
 from .schedule import Schedule, ScheduleState
-from .schedules import ScheduleConflictError, ScheduleInfo, ScheduleStore
+from .schedules import ScheduleInfo, ScheduleStore
 from .stats import QueueStats
 
 ActivityExecutor = ActivityClient

@@ -11,8 +11,7 @@
     ├── BulkEnqueueError            a bulk enqueue failed part way: what got in, what did not
     ├── ActivityNotFoundError       no activity with that id (never enqueued, or expired)
     ├── ScheduleConflictError       a schedule of that name has another owner (code, the
-    │                               operator's ActivityQueue spec, or the API); defined in
-    │                               ``runnerq.schedules``, which raises it
+    │                               operator's ActivityQueue spec, or the API)
     ├── WorkerError                 what awaiting an activity's result can raise
     │   ├── ActivityDeadLetteredError   retries exhausted or a non-retryable error
     │   │   └── ActivityTimedOutError   ... where the last attempt ran past its timeout
@@ -63,6 +62,7 @@ __all__ = [
     "ResultTimeoutError",
     "RetryableError",
     "RunnerQError",
+    "ScheduleConflictError",
     "SerializationError",
     "WorkerError",
     "non_retryable",
@@ -121,6 +121,17 @@ class ActivityNotFoundError(RunnerQError, LookupError):
     def __init__(self, activity_id: str) -> None:
         super().__init__(f"no activity {activity_id!r} (never enqueued, or its result expired)")
         self.activity_id = activity_id
+
+
+class ScheduleConflictError(RunnerQError):
+    """A schedule of that name belongs to another owner (code, the operator or the API)."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(
+            f"schedule {name!r} belongs to {owner!r}: remove it there first, or take it over"
+        )
+        self.name = name
+        self.owner = owner
 
 
 class WorkerError(RunnerQError):

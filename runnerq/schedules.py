@@ -18,8 +18,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from .config import NOTIFY_CAP
-from .errors import ConfigurationError, RunnerQError
+from .errors import ConfigurationError, ScheduleConflictError
 from .metrics import SCHEDULE_FIRED, SCHEDULE_MISSED, SCHEDULE_SKIPPED, MetricsSink, NoopMetrics
 from .record import ActivityRecord
 from .schedule import Plan, Schedule, ScheduleState, plan, validate_schedule_name
@@ -39,17 +41,6 @@ log = logging.getLogger("runnerq.schedules")
 _DUE_BATCH = 200
 # A stored schedule that cannot be read is looked at again after this long (and logged).
 _BROKEN_RETRY_MS = 60_000
-
-
-class ScheduleConflictError(RunnerQError):
-    """A schedule of that name belongs to another owner (code, the operator or the API)."""
-
-    def __init__(self, name: str, owner: str) -> None:
-        super().__init__(
-            f"schedule {name!r} belongs to {owner!r}: remove it there first, or take it over"
-        )
-        self.name = name
-        self.owner = owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +121,17 @@ class ScheduleStore:
             raise ScheduleConflictError(name, str(reply[1]))
         return int(reply[0]) == 1
 
-    async def suspend(self, name: str) -> bool:
-        return await self._set_suspended(name, True)
+    async def suspend(self, name: str, *, owner: str | None = None) -> bool:
+        """Stop it firing; False when there is no such schedule. With ``owner``, only that
+        owner's (``ScheduleConflictError`` otherwise)."""
+        return await self._set_suspended(name, True, owner)
 
-    async def resume(self, name: str) -> bool:
+    async def resume(self, name: str, *, owner: str | None = None) -> bool:
         """Fire again from the first tick after now (ticks missed while suspended are not
-        run); False when there is no such schedule."""
-        return await self._set_suspended(name, False)
+        run); False when there is no such schedule. ``owner`` as for ``suspend``."""
+        return await self._set_suspended(name, False, owner)
 
-    async def _set_suspended(self, name: str, suspended: bool) -> bool:
+    async def _set_suspended(self, name: str, suspended: bool, owner: str | None) -> bool:
         info = await self.get(name)
         if info is None:
             return False
@@ -148,11 +141,13 @@ class ScheduleStore:
                 raise ConfigurationError(f"schedule {name!r} cannot be read: {info.error}")
             next_ms = _ms(info.schedule.trigger.next_after(await self.redis_time()))
         k = self._keys
-        done = await self._scripts.schedule_suspend(
+        reply = await self._scripts.schedule_suspend(
             keys=[k.schedules, k.schedule_next, k.schedule_state(name), k.notify],
-            args=[name, int(suspended), next_ms, NOTIFY_CAP],
+            args=[name, int(suspended), next_ms, NOTIFY_CAP, owner or ""],
         )
-        return bool(int(done))
+        if int(reply[0]) == -1:
+            raise ScheduleConflictError(name, str(reply[1]))
+        return int(reply[0]) == 1
 
     async def get(self, name: str) -> ScheduleInfo | None:
         validate_schedule_name(name)
@@ -206,7 +201,11 @@ class ScheduleStore:
         """The script call that runs ``firing`` (``expected_ms`` None: a run outside the
         ticks)."""
         k = self._keys
-        concurrency = "allow" if schedule.concurrency == "replace" else schedule.concurrency
+        # Replace cancelled the previous run before this call; a run outside the ticks was
+        # asked for: neither is held back by the previous run.
+        concurrency = schedule.concurrency
+        if concurrency == "replace" or expected_ms is None:
+            concurrency = "allow"
         args: builtins.list[Any] = [
             schedule.name,
             "now" if expected_ms is None else expected_ms,
@@ -269,7 +268,8 @@ class ScheduleFirer:
         self._store = store
         self.schedules = ScheduleStore(store)
         self._metrics = metrics or NoopMetrics()
-        self._parsed: dict[str, Schedule | ConfigurationError] = {}  # schedule JSON -> parsed
+        # name -> (its stored JSON, parsed): as many entries as the queue has schedules
+        self._parsed: dict[str, tuple[str, Schedule | ConfigurationError]] = {}
         self._broken_logged: set[str] = set()
 
     async def fire_due(self) -> float | None:
@@ -298,7 +298,10 @@ class ScheduleFirer:
                 await self._store.cancel(last_id)  # then the tick runs (see schedule.py)
             fired.append((len(calls), name, firing))
             calls.append(self.schedules.fire_call(schedule, version, stored_ms, firing))
-        replies = await self._store.run_calls(calls)
+        try:
+            replies = await self._store.run_calls(calls)
+        except NoScriptError:  # Redis lost its scripts (a restart): reloaded, send again
+            replies = await self._store.run_calls(calls)
         for index, name, firing in fired:
             result = replies[index]
             if int(result[0]) == 1:
@@ -333,15 +336,15 @@ class ScheduleFirer:
             log.warning("schedule %s: %d tick(s) missed", name, firing.missed)
 
     def _parse(self, name: str, raw: str) -> Schedule | None:
-        parsed = self._parsed.get(raw)
-        if parsed is None:
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == raw:
+            parsed = cached[1]
+        else:
             try:
                 parsed = Schedule.from_json(raw) if raw else ConfigurationError("it is empty")
             except ConfigurationError as exc:
                 parsed = exc
-            if len(self._parsed) > 10_000:
-                self._parsed.clear()
-            self._parsed[raw] = parsed
+            self._parsed[name] = (raw, parsed)
         if isinstance(parsed, ConfigurationError):
             if raw not in self._broken_logged:
                 self._broken_logged.add(raw)

@@ -6,14 +6,23 @@
 -- KEYS[4] notify         LIST  wake-up tokens
 --
 -- ARGV[1] name, ARGV[2] 1 to suspend, 0 to resume, ARGV[3] next tick (ms) when resuming,
--- ARGV[4] notify cap
+-- ARGV[4] notify cap, ARGV[5] owner it must have ('' for any)
 --
--- Returns 1, or 0 when there is no such schedule. Ticks that pass while it is suspended are
--- not run: it resumes at the first tick after the resume.
+-- Returns {1}, {0} when there is no such schedule, {-1, owner} when another owner has it.
+-- Ticks that pass while it is suspended are not run: it resumes at the first tick after the
+-- resume.
 
 local name = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], name) == 0 then
-  return 0
+local stored = redis.call('HGET', KEYS[1], name)
+if not stored then
+  return { 0 }
+end
+if ARGV[5] ~= '' then
+  local ok, doc = pcall(cjson.decode, stored)
+  local owner = (ok and type(doc) == 'table' and doc['owner']) or 'api'
+  if owner ~= ARGV[5] then
+    return { -1, owner }
+  end
 end
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[2], name)
@@ -25,4 +34,4 @@ else
     redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
   end
 end
-return 1
+return { 1 }

@@ -278,3 +278,27 @@ async def test_bad_input_writes_nothing(
     with pytest.raises(ConfigurationError, match=message):
         await client.schedules.upsert(Schedule("s", "t", **kwargs))
     assert await raw_redis.keys(f"runnerq:{{{client.queue_name}}}:*") == []
+
+
+async def test_run_now_is_not_held_back_by_forbid(client: ActivityClient) -> None:
+    """Asked for by hand: the previous run still pending does not stop it (it did: the id
+    came back, but nothing was enqueued)."""
+    store = client.schedules
+    await store.upsert(Schedule("s", "t", cron="0 3 * * *", concurrency="forbid"))
+    first = await store.trigger("s")
+    second = await store.trigger("s")
+    assert first != second
+    assert (await client.get_stats()).pending == 2
+    info = await store.get("s")
+    assert info is not None and (info.state.fired, info.state.skipped) == (2, 0)
+
+
+async def test_suspend_and_resume_can_require_the_owner(client: ActivityClient) -> None:
+    store = client.schedules
+    await store.upsert(Schedule("op", "t", every=60, owner="operator"))
+    with pytest.raises(ScheduleConflictError):
+        await store.suspend("op", owner="api")
+    info = await store.get("op")
+    assert info is not None and not info.suspended
+    assert await store.suspend("op", owner="operator")
+    assert await store.resume("op")
