@@ -50,11 +50,12 @@ def _run(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.alternate", description=__doc__)
     ap.add_argument("--base", required=True, help="the old code: a commit, tag or branch")
+    ap.add_argument("--new", help="the new code (default: this working tree)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=int, default=20000, help="activities per run")
     ap.add_argument("--rows", default="enqueue,process")
     args = ap.parse_args(argv)
-    sides = {"old": _worktree(args.base), "new": REPO}
+    sides = {"old": _worktree(args.base), "new": REPO if args.new is None else _worktree(args.new)}
     results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
     with tempfile.TemporaryDirectory() as scratch:
         for round_no in range(args.rounds):
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for key, value in values.items():
                     results[side].setdefault(key, []).append(value)
-    print(f"\nmedians of {args.rounds} rounds each (old = {args.base}, new = working tree)")
+    new_name = args.new or "working tree"
+    print(f"\nmedians of {args.rounds} rounds each (old = {args.base}, new = {new_name})")
     print(f"{'row':<16} {'old':>12} {'new':>12} {'change':>8}")
     for key in results["new"]:
         old = statistics.median(results["old"].get(key, [float("nan")]))
