@@ -159,9 +159,10 @@ class Dispatcher:
         token = claim.token
         now = claim.now
         append = self.buffer.append
+        new = tuple.__new__  # (a NamedTuple's own __new__ is a Python call per activity)
         for activity_id, raw in claim.items:
             held[activity_id] = token
-            append(Buffered(activity_id, raw, token, now, sent_at, held_since))
+            append(new(Buffered, (activity_id, raw, token, now, sent_at, held_since)))
 
     async def _wait_then_claim(self, want: int) -> Claim | None:
         """Block until a wake-up (an enqueue, a promotion, a reaped lease, stop) and claim in
@@ -201,16 +202,13 @@ class Dispatcher:
         poisoned = state.poisoned
         while buffer and not state.stopping:
             item = buffer.popleft()
-            activity_id = item.activity_id
-            if held.get(activity_id) != item.token or activity_id in lost:
+            activity_id, _, token, _, claim_sent, held_since = item
+            if held.get(activity_id) != token or activity_id in lost:
                 poisoned.pop(activity_id, None)
                 continue  # cancelled or lease lost while it waited in the buffer
             # A renewal covers the lease only if it was sent after the lease was in ``held``
             # (a claim reply read after a stall was not in the guard's renewals).
-            claim_sent = item.claim_sent
-            fresh_since = (
-                max(claim_sent, renewed_at) if renewed_at >= item.held_since else claim_sent
-            )
+            fresh_since = max(claim_sent, renewed_at) if renewed_at >= held_since else claim_sent
             if fresh_since < stale:
                 held.pop(activity_id, None)
                 poisoned.pop(activity_id, None)

@@ -100,8 +100,8 @@ class SlotPool:
                 self._idle.append(waiter)
                 await waiter  # a cancellation here is the worker stopping: the slot ends
                 continue
-            activity_id = item.activity_id
-            entry = Running(task, item.token, CancelToken())
+            activity_id, _, token, _, _, _ = item
+            entry = Running(task, token, CancelToken())
             self.running[activity_id] = entry
             self.all_idle.clear()
             try:
@@ -139,11 +139,9 @@ class SlotPool:
         self._dispatcher.slot_freed()
 
     async def _execute(self, item: Buffered, cancel_token: CancelToken) -> None:
-        activity_id = item.activity_id
-        token = item.token
+        activity_id, raw, token, claimed_at, _, _ = item
         state = self._state
         times = state.poisoned.pop(activity_id, None)
-        raw = item.raw
         try:
             if not raw:
                 raise CorruptRecordError("the activity's record is missing")
@@ -187,9 +185,7 @@ class SlotPool:
             ready_at = record.created_at
             if record.ready_at is not None and record.ready_at > ready_at:
                 ready_at = record.ready_at  # due later, or sent back from the dead letters
-            self._metrics.observe_duration(
-                ACTIVITY_QUEUE_WAIT, max(0.0, item.claimed_at - ready_at)
-            )
+            self._metrics.observe_duration(ACTIVITY_QUEUE_WAIT, max(0.0, claimed_at - ready_at))
         ctx = ActivityContext(
             activity_id=activity_id,
             activity_type=record.activity_type,
