@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -60,6 +61,8 @@ log = logging.getLogger("runnerq_operator.firing")
 
 #: The first retry after Redis failed, in seconds; doubled up to the poll interval.
 _RETRY = 0.5
+#: status.schedules and the SchedulesReady condition, as ``_sync`` found them.
+_Report = tuple[list[dict[str, Any]], Condition]
 _OUTCOMES = {SCHEDULE_FIRED: "fired", SCHEDULE_SKIPPED: "skipped", SCHEDULE_MISSED: "missed"}
 
 
@@ -123,54 +126,65 @@ class ScheduleFiring:
                 self._tasks[key] = (state, asyncio.create_task(self._fire(state), name=name))
 
     async def _fire(self, state: QueueState) -> None:
-        """Fire one queue's schedules until cancelled."""
+        """Fire one queue's schedules until cancelled. The status is written beside the
+        firing, never in its way: a slow Kubernetes API, or the queue's lock held by a
+        reconcile, must not make a tick late."""
         firer: ScheduleFirer | None = None
         target: RedisTarget | None = None
         synced: QueueSpec | None = None
         refresh_at = 0.0
         failures = 0
         last_error = ""
-        while True:
-            state.schedules_wake.clear()
-            spec = state.spec
-            interval = spec.scaling.poll_interval
-            if firer is None or state.target != target:
-                target = state.target
-                client = self.pools.client(target)
-                store = QueueStore(client, QueueSettings(name=spec.queue), Scripts(client))
-                firer = ScheduleFirer(store, _TickMetrics(self.metrics))
-            wait = interval
-            try:
-                with translate_errors(f"cannot fire the schedules of queue {spec.queue}"):
-                    if spec is not synced:
-                        await self._sync(state, firer.schedules)
-                        synced, refresh_at = spec, self.clock() + interval
-                    delay = await firer.fire_due()
-                    due_at = None if delay is None else self.clock() + delay
-                    if self.clock() >= refresh_at:
-                        await self._sync(state, firer.schedules)
-                        refresh_at = self.clock() + interval
-                if failures:
-                    log.debug("%s: firing schedules again", self.writer.label(state))
-                failures, last_error = 0, ""
-                if due_at is not None:
-                    wait = min(interval, due_at - self.clock())
-            except RedisUnavailableError as exc:
-                failures += 1
-                if failures == 1:
-                    self.metrics.errors.labels("redis").inc()
-                    log.debug("%s: schedules not fired: %s", self.writer.label(state), exc)
-                wait = backoff_delay(_RETRY, failures, interval)
-            except Exception as exc:  # a bug or a broken Redis reply: log it, go on
-                self.metrics.errors.labels("schedules").inc()
-                if str(exc) != last_error:
-                    last_error = str(exc)
-                    log.exception("%s: cannot fire the schedules", self.writer.label(state))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.schedules_wake.wait(), timeout=max(0.0, wait))
+        reporting: asyncio.Task[None] | None = None
+        try:
+            while True:
+                state.schedules_wake.clear()
+                spec = state.spec
+                interval = spec.scaling.poll_interval
+                if firer is None or state.target != target:
+                    target = state.target
+                    client = self.pools.client(target)
+                    store = QueueStore(client, QueueSettings(name=spec.queue), Scripts(client))
+                    firer = ScheduleFirer(store, _TickMetrics(self.metrics))
+                wait = interval
+                report: _Report | None = None
+                try:
+                    with translate_errors(f"cannot fire the schedules of queue {spec.queue}"):
+                        if spec is not synced:
+                            report = await self._sync(state, firer.schedules)
+                            synced, refresh_at = spec, self.clock() + interval
+                        delay = await firer.fire_due()
+                        due_at = None if delay is None else self.clock() + delay
+                        if report is None and self.clock() >= refresh_at:
+                            report = await self._sync(state, firer.schedules)
+                            refresh_at = self.clock() + interval
+                    if failures:
+                        log.debug("%s: firing schedules again", self.writer.label(state))
+                    failures, last_error = 0, ""
+                    if due_at is not None:
+                        wait = min(interval, due_at - self.clock())
+                except RedisUnavailableError as exc:
+                    failures += 1
+                    if failures == 1:
+                        self.metrics.errors.labels("redis").inc()
+                        log.debug("%s: schedules not fired: %s", self.writer.label(state), exc)
+                    wait = backoff_delay(_RETRY, failures, interval)
+                except Exception as exc:  # a bug or a broken Redis reply: log it, go on
+                    self.metrics.errors.labels("schedules").inc()
+                    if str(exc) != last_error:
+                        last_error = str(exc)
+                        log.exception("%s: cannot fire the schedules", self.writer.label(state))
+                if report is not None and (reporting is None or reporting.done()):
+                    reporting = asyncio.create_task(self._report(state, *report))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.schedules_wake.wait(), timeout=max(0.0, wait))
+        finally:
+            if reporting is not None:
+                reporting.cancel()
 
-    async def _sync(self, state: QueueState, store: ScheduleStore) -> None:
-        """Make Redis hold spec.schedules, then report them."""
+    async def _sync(self, state: QueueState, store: ScheduleStore) -> _Report:
+        """Make Redis hold spec.schedules; returns what to report (Redis only, no
+        Kubernetes call: quick enough to make before a tick)."""
         spec = state.spec
         label = self.writer.label(state)
         stored = await store.list()
@@ -191,12 +205,21 @@ class ScheduleFiring:
             stored = await store.list()
         entries = schedules_status(reported_names(spec.schedules, stored, refused), stored, clashes)
         written = len(spec.schedules) - len(clashes)
-        await self._report(
-            state, entries, schedules_condition(spec.schedule_problems, clashes, written)
-        )
+        return entries, schedules_condition(spec.schedule_problems, clashes, written)
 
     async def _report(
-        self, state: QueueState, entries: list[dict[str, object]], condition: Condition
+        self, state: QueueState, entries: list[dict[str, Any]], condition: Condition
+    ) -> None:
+        """status.schedules, status.nextTick and SchedulesReady (with an Event when it turns
+        False or its message changes). Errors are logged: the next report tries again."""
+        try:
+            await self._write_report(state, entries, condition)
+        except Exception:
+            self.metrics.errors.labels("schedules").inc()
+            log.exception("%s: cannot report the schedules", self.writer.label(state))
+
+    async def _write_report(
+        self, state: QueueState, entries: list[dict[str, Any]], condition: Condition
     ) -> None:
         async with state.lock:
             if not self.registry.serves(state.key):
