@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from redis.exceptions import NoScriptError
 
 from runnerq.config import QueueSettings
 from runnerq.connection import translate_errors
@@ -163,6 +164,8 @@ class ScheduleFiring:
                     failures, last_error = 0, ""
                     if due_at is not None:
                         wait = min(interval, due_at - self.clock())
+                except NoScriptError:  # Redis had lost the scripts; they are loaded again
+                    wait = 0.0
                 except RedisUnavailableError as exc:
                     failures += 1
                     if failures == 1:
