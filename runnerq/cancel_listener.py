@@ -9,6 +9,7 @@ import contextlib
 from .backoff import Backoff
 from .pubsub import read_messages
 from .store import QueueStore
+from .transport import close_subscription, subscribe_confirmed
 from .worker_state import WorkerState
 
 __all__ = ["CancelListener"]
@@ -29,14 +30,16 @@ class CancelListener:
         while not state.stopping:
             pubsub = self._store.redis.pubsub()
             try:
-                await pubsub.subscribe(self._store.keys.cancel_channel)
+                # A lost connection ends the read (it is not made again silently, losing
+                # the cancellations published in between).
+                await subscribe_confirmed(pubsub, self._store.keys.cancel_channel, 30.0)
                 backoff.reset()
                 await read_messages(pubsub, self._cancelled)
             except Exception as exc:
                 await backoff.sleep("listening for cancellations", exc)
             finally:
                 with contextlib.suppress(Exception):
-                    closing = asyncio.ensure_future(pubsub.aclose())
+                    closing = asyncio.ensure_future(close_subscription(pubsub))
                     self.closing.add(closing)
                     closing.add_done_callback(self.closing.discard)
                     await asyncio.shield(closing)  # the worker's stop waits for it

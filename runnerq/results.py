@@ -19,12 +19,15 @@ from .errors import ActivityNotFoundError, RedisUnavailableError
 from .pubsub import PUBSUB_IDLE, read_messages
 from .record import ResultDocument
 from .store import QueueStore
+from .transport import close_subscription, subscribe_confirmed
 
 __all__ = ["ResultListener"]
 
 log = logging.getLogger("runnerq.results")
 
 _RESULT_OR_GONE = ResultDocument | None | ActivityNotFoundError
+# (TimeoutError: no confirmation of the subscription in time)
+_LOST: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 
 
 class ResultListener:
@@ -101,14 +104,19 @@ class ResultListener:
         while True:
             pubsub = self._store.redis.pubsub()
             try:
-                await pubsub.subscribe(self._store.keys.done_channel)
+                # Confirmed before the waiters are read again, so that a result stored
+                # between the two is either read or announced; and a lost connection ends
+                # the read below (it is not made again silently), so it is read again here.
+                await subscribe_confirmed(
+                    pubsub, self._store.keys.done_channel, self._connect_timeout
+                )
                 self._subscribed.set()
                 delay = 0.05
                 if not first:
                     await self._recheck_all()
                 first = False
                 await read_messages(pubsub, self._on_done)
-            except REDIS_ERRORS as exc:
+            except _LOST as exc:
                 self._subscribed.clear()
                 log.warning("result subscription lost (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -117,7 +125,7 @@ class ResultListener:
                 with contextlib.suppress(Exception):
                     # Closing goes on even if this task is cancelled; aclose() waits for it, so
                     # no socket outlives the client.
-                    closing = asyncio.ensure_future(pubsub.aclose())
+                    closing = asyncio.ensure_future(close_subscription(pubsub))
                     self._closing.add(closing)
                     closing.add_done_callback(self._closing.discard)
                     await asyncio.shield(closing)

@@ -19,12 +19,15 @@ next major version, which is to be tried against this module first.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 __all__ = [
@@ -32,10 +35,12 @@ __all__ = [
     "KeptConnection",
     "RawTransport",
     "StreamBroken",
+    "close_subscription",
     "drop_connections",
     "lifecycle_pool",
     "open_idle",
     "raw_transport",
+    "subscribe_confirmed",
 ]
 
 # What Redis can do to a call part way (a lost connection, an error reply such as OOM);
@@ -243,3 +248,37 @@ def raw_transport(client: aioredis.Redis) -> RawTransport | None:
     as Redis Cluster's, where redis-py sends no raw commands to a node)."""
     pool = getattr(client, "connection_pool", None)
     return None if pool is None else RawTransport(pool)
+
+
+# -- pub/sub that says when it lost its connection ----------------------------------------
+
+_NO_RETRY = Retry(NoBackoff(), 0)
+_KEPT_RETRY = "_runnerq_kept_retry"
+
+
+async def subscribe_confirmed(pubsub: Any, channel: str, timeout: float) -> None:
+    """Subscribe ``pubsub`` to ``channel`` and wait until Redis confirms it.
+
+    From then on a lost connection raises at the next read instead of being made again
+    behind the caller's back: redis-py would reconnect and subscribe again on its own, and
+    whatever was published in between would be lost without the caller knowing to look
+    again. (Close it with ``close_subscription``, which gives the connection its retries
+    back before the pool has it again.)"""
+    await pubsub.subscribe(channel)
+    conn = pubsub.connection
+    if conn is not None and not hasattr(conn, _KEPT_RETRY):
+        setattr(conn, _KEPT_RETRY, conn.retry)
+        conn.retry = _NO_RETRY
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await pubsub.get_message(timeout=timeout)
+            if message is not None and message.get("type") == "subscribe":
+                return
+
+
+async def close_subscription(pubsub: Any) -> None:
+    conn = pubsub.connection
+    if conn is not None and hasattr(conn, _KEPT_RETRY):
+        conn.retry = getattr(conn, _KEPT_RETRY)
+        delattr(conn, _KEPT_RETRY)
+    await pubsub.aclose()
