@@ -33,6 +33,13 @@ local function rank_of(record)
   return 2
 end
 
+-- The owner (code, operator, api) of a stored schedule's JSON; one that cannot be read
+-- counts as the API's.
+local function schedule_owner(stored)
+  local ok, doc = pcall(cjson.decode, stored)
+  return (ok and type(doc) == 'table' and doc['owner']) or 'api'
+end
+
 -- redis.call(cmd, key, args...) for a list of arguments of any length, in slices that Lua
 -- can unpack (an even slice length keeps field/value and score/member pairs together).
 -- Returns the replies of the slices, concatenated when they are lists.

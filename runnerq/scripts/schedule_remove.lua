@@ -13,12 +13,8 @@ local stored = redis.call('HGET', KEYS[1], name)
 if not stored then
   return { 0 }
 end
-if ARGV[2] ~= '' then
-  local ok, doc = pcall(cjson.decode, stored)
-  local owner = (ok and type(doc) == 'table' and doc['owner']) or 'api'
-  if owner ~= ARGV[2] then
-    return { -1, owner }
-  end
+if ARGV[2] ~= '' and schedule_owner(stored) ~= ARGV[2] then
+  return { -1, schedule_owner(stored) }
 end
 redis.call('HDEL', KEYS[1], name)
 redis.call('ZREM', KEYS[2], name)

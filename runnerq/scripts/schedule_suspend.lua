@@ -17,12 +17,8 @@ local stored = redis.call('HGET', KEYS[1], name)
 if not stored then
   return { 0 }
 end
-if ARGV[5] ~= '' then
-  local ok, doc = pcall(cjson.decode, stored)
-  local owner = (ok and type(doc) == 'table' and doc['owner']) or 'api'
-  if owner ~= ARGV[5] then
-    return { -1, owner }
-  end
+if ARGV[5] ~= '' and schedule_owner(stored) ~= ARGV[5] then
+  return { -1, schedule_owner(stored) }
 end
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[2], name)

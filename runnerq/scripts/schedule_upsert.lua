@@ -22,8 +22,7 @@ if stored then
   if stored == definition then
     return { 2 }
   end
-  local ok, doc = pcall(cjson.decode, stored)
-  local stored_owner = (ok and type(doc) == 'table' and doc['owner']) or 'api'
+  local stored_owner = schedule_owner(stored)
   if stored_owner ~= owner and ARGV[7] ~= '1' then
     return { 0, stored_owner }
   end

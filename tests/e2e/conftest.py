@@ -10,11 +10,13 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .binaries import Binaries, ensure_binaries
 from .cluster import ControlPlane, start_control_plane
+from .operator_harness import OperatorProcess, install_crd, log_tail
 
 BINARIES = pytest.StashKey[Binaries]()
 
@@ -68,3 +70,23 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+# The ActivityQueue CRD (once per module) and the operator as a process, watching the test's
+# namespace; shared by the operator's e2e modules.
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane) -> str:
+    install_crd(control_plane)
+    return "activityqueues.runnerq.io"
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, crd: str, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path / "operator.log")
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+        print(f"--- operator log (tail) ---\n{log_tail(process.log())}")

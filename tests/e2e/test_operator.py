@@ -31,8 +31,6 @@ from .operator_harness import (
     events,
     get,
     holds_for,
-    install_crd,
-    log_tail,
     queue_config,
     reasons,
     replicas,
@@ -41,24 +39,6 @@ from .operator_harness import (
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> str:
-    install_crd(control_plane)
-    return "activityqueues.runnerq.io"
-
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, crd: str, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path / "operator.log")
-    try:
-        yield process.start()
-    finally:
-        process.stop()
-        print(f"--- operator log (tail) ---\n{log_tail(process.log())}")
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +21,6 @@ from .operator_harness import (
     activity_queue,
     condition,
     get,
-    install_crd,
-    log_tail,
     reasons,
     replicas,
     stats,
@@ -32,24 +28,6 @@ from .operator_harness import (
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> str:
-    install_crd(control_plane)
-    return "activityqueues.runnerq.io"
-
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, crd: str, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path / "operator.log")
-    try:
-        yield process.start()
-    finally:
-        process.stop()
-        print(f"--- operator log (tail) ---\n{log_tail(process.log())}")
 
 
 def stored_schedules(redis_url: str, queue: str) -> dict[str, ScheduleInfo]:

@@ -8,6 +8,7 @@ acts at the record, synchronously, before ``start()`` takes its next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -210,52 +211,44 @@ async def test_stop_as_the_first_claim_goes_out_hands_it_back(
     assert pending + len(ran) == len(futures)  # handed back, or ran to completion
 
 
-def test_sigterm_while_redis_is_unreachable_exits_zero(tmp_path: Any) -> None:
-    env = dict(os.environ, RUNNERQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+@contextlib.contextmanager
+def _worker_process(app: str, redis_url: str) -> Iterator[subprocess.Popen[str]]:
+    """``runnerq worker app`` with its stderr to read; killed if it outlives the test."""
+    env = dict(os.environ, RUNNERQ_REDIS_URL=redis_url)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runnerq", "worker", "tests.e2e.apps.noop_app:engine"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "runnerq", "worker", app], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # the event: it says it waits for Redis
-            if "waiting for Redis" in line:
-                break
-        else:
-            pytest.fail(f"the worker ended without waiting for Redis (status {proc.wait()})")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def _sigterm_after(proc: subprocess.Popen[str], line: str) -> str:
+    """SIGTERM once the worker logs ``line`` (the event); returns what it logged after."""
+    assert proc.stderr is not None
+    for logged in proc.stderr:
+        if line in logged:
+            break
+    else:
+        pytest.fail(f"the worker ended before logging {line!r} (status {proc.wait()})")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    return proc.stderr.read()
+
+
+def test_sigterm_while_redis_is_unreachable_exits_zero() -> None:
+    unreachable = f"redis://127.0.0.1:{free_port()}"
+    with _worker_process("tests.e2e.apps.noop_app:engine", unreachable) as proc:
+        _sigterm_after(proc, "waiting for Redis")
 
 
 def test_sigterm_while_the_app_is_imported_exits_zero(redis_url: str) -> None:
     """Before the engine exists (its handlers are not in place yet): the worker does not
     die of the signal, it does not start, and it exits 0."""
-    env = dict(os.environ, RUNNERQ_REDIS_URL=redis_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runnerq", "worker", "tests.apps.slow_import_app:engine"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "importing the app" in line:
-                break
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert "running queue" not in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with _worker_process("tests.apps.slow_import_app:engine", redis_url) as proc:
+        assert "running queue" not in _sigterm_after(proc, "importing the app")
