@@ -32,6 +32,7 @@ from .errors import (
 )
 from .future import ActivityFuture
 from .handler import ActivityHandler
+from .limits import KeyLimit, Limits, LimitStats, Rate, TypeLimit
 from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .priority import ActivityPriority
@@ -66,11 +67,15 @@ __all__ = [
     "DeadLetterEntry",
     "DuplicateHandlerError",
     "InMemoryMetrics",
+    "KeyLimit",
+    "LimitStats",
+    "Limits",
     "MetricsSink",
     "NonRetryableError",
     "NoopMetrics",
     "QueueSettings",
     "QueueStats",
+    "Rate",
     "RedisConfig",
     "RedisUnavailableError",
     "ResultTimeoutError",
@@ -82,6 +87,7 @@ __all__ = [
     "ScheduleState",
     "ScheduleStore",
     "SerializationError",
+    "TypeLimit",
     "WorkerEngine",
     "WorkerEngineBuilder",
     "WorkerError",

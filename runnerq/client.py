@@ -19,6 +19,7 @@ from .connection import REDIS_ERRORS, connect, translate_errors, warm_up
 from .durations import Duration, seconds
 from .errors import BulkEnqueueError, BulkEnqueueUnavailableError, ConfigurationError
 from .future import ActivityFuture
+from .limits import Limits, LimitStats
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .prepare import NO_OPTIONS, ActivityIds, BulkEntries, Entry, prepare
@@ -226,6 +227,24 @@ class ActivityClient:
             values["timeout"] = timeout_s
         with translate_errors("cannot write the queue configuration"):
             await self.store.set_config(values)
+
+    # -- limits (docs/limits.md) -------------------------------------------------------
+
+    async def get_limits(self) -> Limits:
+        """The queue's rate and concurrency limits (``Limits()``: none)."""
+        with translate_errors("cannot read the queue's limits"):
+            return await self.store.get_limits()
+
+    async def set_limits(self, limits: Limits | None) -> None:
+        """Replace the queue's limits (``None``: none); every worker's next claim applies
+        them. Bad limits raise ``ConfigurationError`` before anything is written."""
+        with translate_errors("cannot write the queue's limits"):
+            await self.store.set_limits(limits)
+
+    async def get_limit_stats(self) -> LimitStats:
+        """What the limits hold back: throttled counts, slots in use, held types, eligible."""
+        with translate_errors("cannot read the queue's limit stats"):
+            return await self.store.limit_stats()
 
 
 class ActivityBuilder:

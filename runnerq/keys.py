@@ -52,6 +52,10 @@ class QueueKeys:
     redeliveries: str = field(init=False)
     schedules: str = field(init=False)
     schedule_next: str = field(init=False)
+    # Limits (docs/limits.md): token buckets, per-type counters and holds; and the type of
+    # each activity leased by the claim's limited path, until its lease ends.
+    limit_state: str = field(init=False)
+    limited: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -75,8 +79,10 @@ class QueueKeys:
             "redeliveries",
             "schedules",
             "schedule_next",
+            "limited",
         ):
             object.__setattr__(self, name, base + name)
+        object.__setattr__(self, "limit_state", base + "limits")
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "done_channel", base + "events:done")
         object.__setattr__(self, "cancel_channel", base + "events:cancel")

@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP, QueueSettings
 from .keys import QueueKeys
+from .limits import Limits, LimitStats
 from .priority import ActivityPriority
 from .record import DeadLetterEntry, ResultDocument
 from .resp import CommandPrefix, pack_command
@@ -38,7 +39,7 @@ __all__ = [
 
 SEQ_SPAN = 2**48
 # Queue configuration fields the engine reads (the operator writes them).
-CONFIG_FIELDS = ("paused", "max_retries", "timeout")
+CONFIG_FIELDS = ("paused", "max_retries", "timeout", "limits")
 
 
 def _ms(seconds: float) -> int:
@@ -126,6 +127,8 @@ class QueueStore:
         # Raw commands on one connection (the bulk enqueue, the wait for work); not on Cluster.
         self._raw = None if self.is_cluster else raw_transport(client)
         self._result_ttl_ms = _ms(settings.result_ttl)
+        # Seconds until the limits let more through, by the last claim (0: not limited).
+        self.claim_again_in = 0.0
         k = self.keys
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
         # keys come next) the same packed once.
@@ -289,6 +292,8 @@ class QueueStore:
                     k.stats,
                     k.result(activity_id),
                     k.redeliveries,
+                    k.limit_state,
+                    k.limited,
                 ],
                 args=[
                     activity_id,
@@ -311,7 +316,18 @@ class QueueStore:
         k = self.keys
         return ScriptCall(
             self.scripts.claim,
-            [k.ready, k.inflight, k.leases, k.jobs, k.config, k.notify, k.seq, k.redeliveries],
+            [
+                k.ready,
+                k.inflight,
+                k.leases,
+                k.jobs,
+                k.config,
+                k.notify,
+                k.seq,
+                k.redeliveries,
+                k.limit_state,
+                k.limited,
+            ],
             [count, _ms(lease), worker_id],
         )
 
@@ -332,6 +348,7 @@ class QueueStore:
         wake-up pays for no pool or pipeline bookkeeping before its activities start. On
         Cluster, where redis-py sends no raw commands to a node, two round trips."""
         wake_keys = [self.keys.notify, waiter.wake_key]
+        timeout = self.wait_seconds(timeout)
         popped: Any
         conn = waiter.conn
         if conn is None:  # Cluster
@@ -349,6 +366,12 @@ class QueueStore:
         schedule_changed = bool(popped) and popped[0] == self.keys.notify and popped[1] == "s"
         return schedule_changed, self.parse_claim([reply])
 
+    def wait_seconds(self, timeout: float) -> float:
+        """How long a wait for work lasts: ``timeout``, or less when the last claim said that
+        a limit lets more through sooner (a rate's next token, a hold's end)."""
+        hint = self.claim_again_in
+        return timeout if hint <= 0 else max(0.005, min(timeout, hint))
+
     async def close_waiter(self, waiter: Waiter) -> None:
         """Give the connection ``waiter`` kept for ``wait_then_claim`` back to the pool."""
         if waiter.conn is not None:
@@ -361,15 +384,16 @@ class QueueStore:
             pipe.pexpire(waiter.wake_key, 60_000)
             await pipe.execute()
 
-    @staticmethod
-    def parse_claim(replies: list[Any]) -> Claim | None:
-        """The ``Claim`` from a claim call's reply (the last of ``replies``)."""
+    def parse_claim(self, replies: list[Any]) -> Claim | None:
+        """The ``Claim`` from a claim call's reply (the last of ``replies``); keeps what it
+        says about when limits let more through (``wait_seconds``)."""
         raw = replies[-1]
         if int(raw[0]) == -1:
             return None
         again = raw[2]
         redelivered = {str(again[i]): int(again[i + 1]) for i in range(0, len(again), 2)}
-        items = [(str(raw[i]), str(raw[i + 1])) for i in range(3, len(raw), 2)]
+        self.claim_again_in = int(raw[3]) / 1000.0
+        items = [(str(raw[i]), str(raw[i + 1])) for i in range(4, len(raw), 2)]
         return Claim(int(raw[0]) / 1000.0, str(raw[1]), items, redelivered)
 
     async def heartbeat(self, lease: float, held: Iterable[tuple[str, str]]) -> list[str]:
@@ -386,8 +410,14 @@ class QueueStore:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
+        keys += [k.limit_state, k.limited, k.notify]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
-        args: list[Any] = [self._result_ttl_ms, self.settings.completed_cap, k.done_channel]
+        args: list[Any] = [
+            self._result_ttl_ms,
+            self.settings.completed_cap,
+            k.done_channel,
+            NOTIFY_CAP,
+        ]
         args += [f"{activity_id}|{token}|{doc}" for activity_id, token, doc in items]
         return ScriptCall(self.scripts.complete, keys, args)
 
@@ -397,7 +427,16 @@ class QueueStore:
         k = self.keys
         return ScriptCall(
             self.scripts.retry,
-            [k.jobs, k.inflight, k.leases, k.scheduled, k.stats, k.notify],
+            [
+                k.jobs,
+                k.inflight,
+                k.leases,
+                k.scheduled,
+                k.stats,
+                k.notify,
+                k.limit_state,
+                k.limited,
+            ],
             [activity_id, token, record_json, _ms(delay), NOTIFY_CAP],
         )
 
@@ -415,6 +454,9 @@ class QueueStore:
                 k.result(activity_id),
                 k.seq,
                 k.redeliveries,
+                k.limit_state,
+                k.limited,
+                k.notify,
             ],
             [
                 activity_id,
@@ -424,6 +466,7 @@ class QueueStore:
                 self._result_ttl_ms,
                 self.settings.dead_letter_cap,
                 k.done_channel,
+                NOTIFY_CAP,
             ],
         )
 
@@ -452,7 +495,17 @@ class QueueStore:
             return 0
         return int(
             await self.scripts.release(
-                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats], args=args
+                keys=[
+                    k.inflight,
+                    k.leases,
+                    k.ready,
+                    k.jobs,
+                    k.notify,
+                    k.stats,
+                    k.limit_state,
+                    k.limited,
+                ],
+                args=args,
             )
         )
 
@@ -476,7 +529,17 @@ class QueueStore:
         k = self.keys
         return int(
             await self.scripts.reap(
-                keys=[k.inflight, k.leases, k.ready, k.jobs, k.notify, k.stats, k.redeliveries],
+                keys=[
+                    k.inflight,
+                    k.leases,
+                    k.ready,
+                    k.jobs,
+                    k.notify,
+                    k.stats,
+                    k.redeliveries,
+                    k.limit_state,
+                    k.limited,
+                ],
                 args=[limit, NOTIFY_CAP],
             )
         )
@@ -573,6 +636,10 @@ class QueueStore:
         unknown = set(values) - set(CONFIG_FIELDS)
         if unknown:
             raise ValueError(f"unknown queue configuration fields: {sorted(unknown)}")
+        limits = values.get("limits")
+        # Limits are checked before anything is written; none at all are no field.
+        if limits is not None and Limits.from_json(str(limits)).empty:
+            values = {**values, "limits": None}
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             for name, value in values.items():
@@ -585,3 +652,35 @@ class QueueStore:
             pipe.lpush(k.notify, "1")
             pipe.ltrim(k.notify, 0, NOTIFY_CAP - 1)
             await pipe.execute()
+
+    # -- limits (docs/limits.md) -------------------------------------------------------
+
+    async def get_limits(self) -> Limits:
+        """The queue's limits (``Limits()`` when it has none)."""
+        raw = await self.redis.hget(self.keys.config, "limits")
+        return Limits() if raw is None else Limits.from_json(str(raw))
+
+    async def set_limits(self, limits: Limits | None) -> None:
+        """Store the queue's limits (``None`` or ``Limits()``: none); the next claim of every
+        worker applies them."""
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits or None, not {type(limits).__name__}")
+        text = None if limits is None or limits.empty else limits.to_json()
+        await self.set_config({"limits": text})
+
+    async def limit_stats(self) -> LimitStats:
+        """Throttled counts and slots in use under limits (one read of the limit state), and
+        how many pending activities the queue's own limits let start now."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.limit_state)
+            pipe.hget(k.config, "limits")
+            pipe.zcard(k.ready)
+            pipe.zcard(k.inflight)
+            pipe.time()
+            state, limits_raw, pending, running, now = await pipe.execute()
+        limits = Limits() if limits_raw is None else Limits.from_json(str(limits_raw))
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        return LimitStats.read(
+            {str(a): str(b) for a, b in state.items()}, limits, int(pending), int(running), now_ms
+        )

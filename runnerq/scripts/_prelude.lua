@@ -60,3 +60,29 @@ local function call_many(cmd, key, args)
   end
   return all
 end
+
+-- Limits (docs/limits.md): a lease the claim took under limits has a token whose sequence
+-- starts with '~' ("<worker id>:~<seq>": the worker id stays as it was, for the operator),
+-- and its type in the `limited` hash; ending it gives the type's slot back in the limit
+-- state hash. Returns 1 when it did, else 0. Leases taken with no limits cost nothing.
+local function limited_token(token)
+  return type(token) == 'string' and string.find(token, ':~', 1, true) ~= nil
+end
+
+local function give_back(state, limited, id)
+  local t = redis.call('HGET', limited, id)
+  if not t then
+    return 0
+  end
+  redis.call('HDEL', limited, id)
+  if redis.call('HINCRBY', state, 'c:' .. t, -1) <= 0 then
+    redis.call('HDEL', state, 'c:' .. t)
+  end
+  return 1
+end
+
+-- A slot given back wakes one waiting worker, which claims what the slot now allows.
+local function wake_one(notify, cap)
+  redis.call('LPUSH', notify, '1')
+  redis.call('LTRIM', notify, 0, cap - 1)
+end

@@ -9,6 +9,7 @@
 -- KEYS[6] stats      HASH  counters
 -- KEYS[7] result     STRING the activity's terminal document (TTL)
 -- KEYS[8] redeliveries HASH id -> times its lease expired (cleared)
+-- KEYS[9] limit_state HASH limits' state, KEYS[10] limited HASH id -> type (docs/limits.md)
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
 -- ARGV[4] channel for terminal activities, ARGV[5] channel that tells workers to stop a handler
@@ -29,6 +30,9 @@ elseif redis.call('ZREM', scheduled, id) == 1 then
   state = 2
 else
   redis.call('ZREM', inflight, id)
+  if limited_token(redis.call('HGET', leases, id)) then
+    give_back(KEYS[9], KEYS[10], id)
+  end
   redis.call('HDEL', leases, id)
   redis.call('PUBLISH', ARGV[5], id)
   state = 3

@@ -1,23 +1,30 @@
 -- claim: lease up to N ready activities to one worker, highest priority first, FIFO within
--- a priority.
+-- a priority, within the queue's limits (docs/limits.md) when it has any.
 --
 -- KEYS[1] ready     ZSET  id -> priority/FIFO score
 -- KEYS[2] inflight  ZSET  id -> lease deadline (ms)
 -- KEYS[3] leases    HASH  id -> lease token
 -- KEYS[4] jobs      HASH  id -> activity record
--- KEYS[5] config    HASH  queue configuration (paused)
+-- KEYS[5] config    HASH  queue configuration (paused, limits, held_until: the end of the
+--                   latest hold a handler asked for, written by throttle.lua)
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
 -- KEYS[8] redeliveries HASH id -> times its lease expired
+-- KEYS[9] limit_state HASH token buckets ("b:q", "b:t:<type>": "tokens:ms"), leases per type
+--                     ("c:<type>"), holds ("h:<type>": until ms), throttled counts ("t:...")
+-- KEYS[10] limited  HASH  id -> type, for leases taken by the limited path
 --
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)
 -- ARGV[3] worker id (prefix of the lease token)
 --
 -- Returns {-1} while the queue is paused. Otherwise {now_ms, token, {id, redeliveries, ...},
--- id1, record1, ...}: the third element lists the claimed ids whose lease expired before
--- (so the worker can dead-letter poison that keeps killing workers); a claimed id whose
--- record is missing comes with an empty record, so the worker dead-letters it too.
+-- wait_ms, id1, record1, ...}: the third element lists the claimed ids whose lease expired
+-- before (so the worker can dead-letter poison that keeps killing workers); a claimed id whose
+-- record is missing comes with an empty record, so the worker dead-letters it too. wait_ms is
+-- 0, or (limits held work back) how long until a rate limit's next token: claim again then.
+-- Leases taken under limits have tokens "<worker id>:~<seq>" (the transitions that end a
+-- lease give back its type's slot for those only).
 
 -- Nothing left to claim: the '1' wake-ups left would only wake workers for nothing. An 's'
 -- (the schedule changed) stays for a worker's scheduler.
@@ -27,51 +34,259 @@ end
 
 local ready, inflight, leases, jobs, config, notify, seq, redeliveries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local state, limited = KEYS[9], KEYS[10]
+local want = tonumber(ARGV[1])
 
-local paused = redis.call('HGET', config, 'paused')
+-- Lease `ids` (taken out of ready already) with `token`; returns the reply.
+local function lease(now, token, ids, wait)
+  local deadline = now + tonumber(ARGV[2])
+  local again = {}
+  local out = { now, token, again, wait }
+  -- A few calls for the whole batch, not a few per activity.
+  local deadlines, tokens = {}, {}
+  for i = 1, #ids do
+    local id = ids[i]
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = id
+    tokens[#tokens + 1] = id
+    tokens[#tokens + 1] = token
+  end
+  if redis.call('HLEN', redeliveries) > 0 then
+    local counts = call_many('HMGET', redeliveries, ids)
+    for i = 1, #ids do
+      if counts[i] then
+        again[#again + 1] = ids[i]
+        again[#again + 1] = counts[i]
+      end
+    end
+  end
+  call_many('ZADD', inflight, deadlines)
+  call_many('HSET', leases, tokens)
+  local records = call_many('HMGET', jobs, ids)
+  for i = 1, #ids do
+    out[#out + 1] = ids[i]
+    out[#out + 1] = records[i] or ''
+  end
+  return out
+end
+
+-- -- the limited path -------------------------------------------------------------------
+
+-- How many activities the limited path looks at, at most, per claim (docs/limits.md).
+local SCAN = 200
+
+-- A token bucket: {tokens, field} refilled up to `now` at rate.limit per rate.period.
+local function bucket(field, rate, now)
+  local stored = redis.call('HGET', state, field)
+  local burst = tonumber(rate['burst']) or tonumber(rate['limit'])
+  local per_ms = tonumber(rate['limit']) / (tonumber(rate['period']) * 1000)
+  local tokens, at = burst, now
+  if stored then
+    local t, a = string.match(stored, '^([^:]+):(%d+)$')
+    if t then
+      tokens, at = tonumber(t), tonumber(a)
+      tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
+    end
+  end
+  return { tokens = tokens, field = field, per_ms = per_ms }
+end
+
+local function save(b, now, used)
+  redis.call('HSET', state, b.field, string.format('%.6f', b.tokens - used) .. ':' .. now)
+end
+
+-- ms until bucket b holds one token more than `used`.
+local function refill_wait(b, used)
+  local missing = used + 1 - b.tokens
+  if missing <= 0 then
+    return 0
+  end
+  return math.ceil(missing / b.per_ms)
+end
+
+-- The activity type in a record: read from its start (runnerq writes "id" then "type"),
+-- decoded in full only when that does not match.
+local function type_of(record)
+  if not record then
+    return ''
+  end
+  local t = string.match(record, '^{"id":"[^"\\]*","type":"([^"\\]*)"')
+  if t then
+    return t
+  end
+  local ok, doc = pcall(cjson.decode, record)
+  if ok and type(doc) == 'table' and type(doc['type']) == 'string' then
+    return doc['type']
+  end
+  return ''
+end
+
+local function limited_claim(lim, now, held_until)
+  local throttled = {}
+  local allowed = want
+  local wait = 0
+  local pending = redis.call('ZCARD', ready)
+  if pending == 0 then
+    return nil
+  end
+  local cap = tonumber(lim['concurrency'])
+  if cap then
+    allowed = math.min(allowed, cap - redis.call('ZCARD', inflight))
+  end
+  local qb
+  if type(lim['rate']) == 'table' then
+    qb = bucket('b:q', lim['rate'], now)
+    if math.floor(qb.tokens) < allowed then
+      allowed = math.floor(qb.tokens)
+      wait = refill_wait(qb, math.max(allowed, 0))
+    end
+  end
+  if allowed < math.min(want, pending) then
+    throttled[#throttled + 1] = 't:q'
+  end
+  local types = lim['types']
+  if type(types) ~= 'table' then
+    types = {}
+  end
+  local ids, of_type, taken = {}, {}, {}
+  if allowed > 0 then
+    if next(types) == nil and held_until <= now then
+      local popped = redis.call('ZPOPMIN', ready, allowed)
+      local recs = {}
+      for i = 1, #popped, 2 do
+        ids[#ids + 1] = popped[i]
+      end
+      if #ids > 0 then
+        recs = call_many('HMGET', jobs, ids)
+      end
+      for i = 1, #ids do
+        local t = type_of(recs[i])
+        of_type[i] = t
+        taken[t] = (taken[t] or 0) + 1
+      end
+    else
+      local seen = {} -- type -> {held, running, bucket}
+      local candidates = redis.call('ZRANGE', ready, 0, SCAN - 1)
+      local recs = call_many('HMGET', jobs, candidates)
+      for i = 1, #candidates do
+        if #ids >= allowed then
+          break
+        end
+        local t = type_of(recs[i])
+        local s = seen[t]
+        if not s then
+          local tl = types[t]
+          s = { tl = type(tl) == 'table' and tl or {} }
+          local h = redis.call('HGET', state, 'h:' .. t)
+          s.held = h and tonumber(h) > now
+          if s.held then
+            wait = (wait == 0) and (tonumber(h) - now) or math.min(wait, tonumber(h) - now)
+          end
+          if s.tl['concurrency'] then
+            s.running = math.max(0, tonumber(redis.call('HGET', state, 'c:' .. t) or '0'))
+          end
+          if type(s.tl['rate']) == 'table' then
+            s.b = bucket('b:t:' .. t, s.tl['rate'], now)
+          end
+          seen[t] = s
+        end
+        local used = taken[t] or 0
+        local ok = not s.held
+        if ok and s.running and s.running + used >= tonumber(s.tl['concurrency']) then
+          ok = false
+        end
+        if ok and s.b and s.b.tokens - used < 1 then
+          ok = false
+          local w = refill_wait(s.b, used)
+          wait = (wait == 0) and w or math.min(wait, w)
+        end
+        if ok then
+          ids[#ids + 1] = candidates[i]
+          of_type[#ids] = t
+          taken[t] = used + 1
+        elseif not s.counted then
+          s.counted = true
+          throttled[#throttled + 1] = 't:t:' .. t
+        end
+      end
+      if #ids > 0 then
+        call_many('ZREM', ready, ids)
+      end
+      for t, s in pairs(seen) do
+        if s.b then
+          save(s.b, now, taken[t] or 0)
+        end
+      end
+    end
+  end
+  if qb then
+    save(qb, now, #ids)
+  end
+  for i = 1, #throttled do
+    redis.call('HINCRBY', state, throttled[i], 1)
+  end
+  if #ids == 0 then
+    -- Held back: no wake-up left for it. The worker claims again after wait_ms (a rate's
+    -- next token, a hold's end), or when a lease ends and gives a slot back (its wake-up).
+    drop_ready_tokens(notify)
+    return { now, '', {}, wait }
+  end
+  local token = ARGV[3] .. ':~' .. redis.call('INCR', seq)
+  for t, n in pairs(taken) do
+    redis.call('HINCRBY', state, 'c:' .. t, n)
+  end
+  local types_of = {}
+  for i = 1, #ids do
+    types_of[#types_of + 1] = ids[i]
+    types_of[#types_of + 1] = of_type[i]
+  end
+  call_many('HSET', limited, types_of)
+  if #throttled > 0 then
+    drop_ready_tokens(notify)
+  end
+  return lease(now, token, ids, wait)
+end
+
+-- -- the claim ----------------------------------------------------------------------------
+
+local cfg = redis.call('HMGET', config, 'paused', 'limits', 'held_until')
+local paused = cfg[1]
 if paused == '1' or paused == 'true' then
   return { -1 }
 end
 
 local now = now_ms()
-local popped = redis.call('ZPOPMIN', ready, tonumber(ARGV[1]))
+-- Limits, or a type held back by a handler (RateLimitedError) until a time not yet past.
+if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) then
+  local ok, lim = true, {}
+  if cfg[2] then
+    ok, lim = pcall(cjson.decode, cfg[2])
+  end
+  if ok and type(lim) == 'table' then
+    local out = limited_claim(lim, now, tonumber(cfg[3] or '0') or 0)
+    if out then
+      return out
+    end
+    drop_ready_tokens(notify)
+    return { now, '', {}, 0 }
+  end
+  -- Limits that are not JSON (written by hand): claimed as if there were none.
+end
+
+local popped = redis.call('ZPOPMIN', ready, want)
 if #popped == 0 then
   drop_ready_tokens(notify)
-  return { now, '', {} }
+  return { now, '', {}, 0 }
 end
 
 local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
-local deadline = now + tonumber(ARGV[2])
-local again = {}
-local out = { now, token, again }
--- A few calls for the whole batch, not a few per activity.
-local ids, deadlines, tokens = {}, {}, {}
+local ids = {}
 for i = 1, #popped, 2 do
-  local id = popped[i]
-  ids[#ids + 1] = id
-  deadlines[#deadlines + 1] = deadline
-  deadlines[#deadlines + 1] = id
-  tokens[#tokens + 1] = id
-  tokens[#tokens + 1] = token
+  ids[#ids + 1] = popped[i]
 end
-if redis.call('HLEN', redeliveries) > 0 then
-  local counts = call_many('HMGET', redeliveries, ids)
-  for i = 1, #ids do
-    if counts[i] then
-      again[#again + 1] = ids[i]
-      again[#again + 1] = counts[i]
-    end
-  end
-end
-call_many('ZADD', inflight, deadlines)
-call_many('HSET', leases, tokens)
-local records = call_many('HMGET', jobs, ids)
-for i = 1, #ids do
-  out[#out + 1] = ids[i]
-  out[#out + 1] = records[i] or ''
-end
+local out = lease(now, token, ids, 0)
 -- Fewer than asked for: the set is empty now (no call needed to tell).
-if #ids < tonumber(ARGV[1]) or redis.call('ZCARD', ready) == 0 then
+if #ids < want or redis.call('ZCARD', ready) == 0 then
   drop_ready_tokens(notify)
 end
 return out

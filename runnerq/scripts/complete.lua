@@ -6,11 +6,15 @@
 -- KEYS[4] stats     HASH  counters
 -- KEYS[5] done      ZSET  id -> completion time (ms), capped
 -- KEYS[6] redeliveries HASH id -> times its lease expired (cleared)
--- KEYS[7..] result key of each activity, in the order of ARGV[4..]
+-- KEYS[7] limit_state HASH  limits' state (slots per type given back, docs/limits.md)
+-- KEYS[8] limited   HASH  id -> type of leases taken under limits
+-- KEYS[9] notify    LIST  wake-up tokens (one when a slot under limits is given back)
+-- KEYS[10..] result key of each activity, in the order of ARGV[5..]
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
 -- ARGV[3] channel that announces terminal activities
+-- ARGV[4] notify cap
 -- then one value per activity: "id|lease token|result document (JSON)" (ids and tokens hold
 -- no '|'; one argument per activity keeps the client's packing cheap)
 --
@@ -20,19 +24,22 @@
 local jobs, inflight, leases, stats, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl, cap, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
-local out, completed = {}, 0
+local out, completed, gave = {}, 0, 0
 
 local finished, finished_at, seen = {}, {}, {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local packed = ARGV[i]
   local bar1 = string.find(packed, '|', 1, true)
   local bar2 = string.find(packed, '|', bar1 + 1, true)
   local id, token = string.sub(packed, 1, bar1 - 1), string.sub(packed, bar1 + 1, bar2 - 1)
-  local n = i - 3
+  local n = i - 4
   -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
   if not seen[id] and redis.call('HGET', leases, id) == token then
     seen[id] = true
-    redis.call('SET', KEYS[6 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
+    redis.call('SET', KEYS[9 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
+    if limited_token(token) then
+      gave = gave + give_back(KEYS[7], KEYS[8], id)
+    end
     redis.call('PUBLISH', channel, id)
     finished[#finished + 1] = id
     finished_at[#finished_at + 1] = now
@@ -43,6 +50,9 @@ for i = 4, #ARGV do
   end
 end
 completed = #finished
+if gave > 0 then
+  wake_one(KEYS[9], tonumber(ARGV[4]))
+end
 
 -- The bookkeeping of the whole batch in a few calls. (The results are set and announced
 -- above, before this: all of it is one atomic script, so nobody sees the difference.)

@@ -9,9 +9,12 @@
 -- KEYS[7] result    STRING the activity's terminal document (TTL)
 -- KEYS[8] seq       STRING counter (dead-letter order)
 -- KEYS[9] redeliveries HASH id -> times its lease expired (cleared)
+-- KEYS[10] limit_state HASH limits' state, KEYS[11] limited HASH id -> type,
+-- KEYS[12] notify LIST wake-up tokens (docs/limits.md)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
--- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities
+-- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities,
+-- ARGV[8] notify cap
 --
 -- Returns 1, or 0 when the worker no longer held the lease (nothing changes). When the
 -- queue holds more than the cap, the oldest entries are dropped.
@@ -23,6 +26,9 @@ if redis.call('HGET', leases, id) ~= ARGV[2] then
   return 0
 end
 redis.call('HDEL', leases, id)
+if limited_token(ARGV[2]) and give_back(KEYS[10], KEYS[11], id) == 1 then
+  wake_one(KEYS[12], tonumber(ARGV[8]))
+end
 redis.call('ZREM', inflight, id)
 redis.call('HDEL', jobs, id)
 redis.call('HDEL', KEYS[9], id)

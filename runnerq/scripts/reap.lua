@@ -8,6 +8,7 @@
 -- KEYS[5] notify    LIST  wake-up tokens
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
+-- KEYS[8] limit_state HASH limits' state, KEYS[9] limited HASH id -> type (docs/limits.md)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap
 --
@@ -16,9 +17,13 @@
 local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local redeliveries = KEYS[7]
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+local any_limited = #expired > 0 and redis.call('HLEN', KEYS[9]) > 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
   redis.call('HDEL', leases, id)
+  if any_limited then
+    give_back(KEYS[8], KEYS[9], id)
+  end
   redis.call('HINCRBY', redeliveries, id, 1)
   redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
 end

@@ -7,6 +7,7 @@
 -- KEYS[4] jobs      HASH  id -> activity record (read for its priority)
 -- KEYS[5] notify    LIST  wake-up tokens
 -- KEYS[6] stats     HASH  counters
+-- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
 --
 -- ARGV[1] notify cap, then pairs: id, lease token
 --
@@ -19,6 +20,9 @@ for i = 2, #ARGV, 2 do
   if redis.call('HGET', leases, id) == ARGV[i + 1] then
     redis.call('ZREM', inflight, id)
     redis.call('HDEL', leases, id)
+    if limited_token(ARGV[i + 1]) then
+      give_back(KEYS[7], KEYS[8], id)
+    end
     redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
     released = released + 1
   end

@@ -6,6 +6,7 @@
 -- KEYS[4] scheduled  ZSET  id -> due time (ms)
 -- KEYS[5] stats      HASH  counters
 -- KEYS[6] notify     LIST  wake-up tokens (so a scheduler learns the new due time)
+-- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] updated record (retry count, last error),
 -- ARGV[4] backoff delay (ms), ARGV[5] notify cap
@@ -19,6 +20,9 @@ if redis.call('HGET', leases, id) ~= ARGV[2] then
   return 0
 end
 redis.call('HDEL', leases, id)
+if limited_token(ARGV[2]) and give_back(KEYS[7], KEYS[8], id) == 1 then
+  redis.call('LPUSH', notify, '1')
+end
 redis.call('ZREM', inflight, id)
 redis.call('HSET', jobs, id, ARGV[3])
 redis.call('ZADD', scheduled, now_ms() + tonumber(ARGV[4]), id)

@@ -1,0 +1,153 @@
+"""Limits enforced by the claim script (docs/limits.md), one claim at a time against a real
+redis-server: what a claim takes, what stays pending, and what the transitions give back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from runnerq import ActivityClient, ConfigurationError, Limits, Rate, TypeLimit
+from runnerq.keys import QueueKeys
+from runnerq.record import ResultDocument
+from runnerq.store import Claim, QueueStore
+
+
+async def _claim(store: QueueStore, n: int = 100, lease: float = 30.0) -> Claim:
+    claim = await store.claim(n, lease, "w")
+    assert claim is not None
+    return claim
+
+
+async def _complete(store: QueueStore, claim: Claim, ids: list[str]) -> None:
+    doc = ResultDocument.completed_json("null")
+    replies = await store.run_calls([store.complete_call([(i, claim.token, doc) for i in ids])])
+    assert [int(x) for x in replies[0]] == [1] * len(ids)
+
+
+@pytest.fixture
+async def store(client: ActivityClient) -> QueueStore:
+    await client.store.load_scripts()
+    return client.store
+
+
+async def test_no_limits_claims_as_before(client: ActivityClient, store: QueueStore) -> None:
+    await client.enqueue_many([("t", i) for i in range(5)])
+    claim = await _claim(store)
+    assert len(claim.items) == 5
+    assert ":~" not in claim.token  # an unmarked lease: its transitions do nothing more
+    assert store.claim_again_in == 0
+
+
+async def test_queue_concurrency_caps_the_leases_of_every_worker(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    await client.set_limits(Limits(concurrency=5))
+    await client.enqueue_many([("t", i) for i in range(20)])
+    first = await _claim(store, 3)
+    assert len(first.items) == 3 and ":~" in first.token
+    second = await store.claim(10, 30.0, "other")
+    assert second is not None and len(second.items) == 2
+    assert (await _claim(store)).items == []  # capped: stays pending, nothing used up
+    stats = await client.get_stats()
+    assert (stats.pending, stats.running, stats.failed, stats.retried) == (15, 5, 0, 0)
+    await _complete(store, first, [first.items[0][0]])
+    # A slot given back under limits wakes a waiting worker.
+    assert "1" in await raw_redis.lrange(QueueKeys(client.queue_name).notify, 0, -1)
+    assert len((await _claim(store)).items) == 1
+    limit_stats = await client.get_limit_stats()
+    assert limit_stats.throttled_queue >= 1 and limit_stats.eligible == 0
+
+
+async def test_queue_rate_is_a_token_bucket_by_redis_time(
+    client: ActivityClient, store: QueueStore
+) -> None:
+    await client.set_limits(Limits(rate=Rate(20, 1.0, burst=3)))
+    await client.enqueue_many([("t", i) for i in range(50)])
+    assert len((await _claim(store)).items) == 3  # the burst
+    assert len((await _claim(store)).items) == 0
+    assert 0 < store.claim_again_in <= 0.05  # the next token, 1/20 s away
+    await asyncio.sleep(0.2)  # 4 tokens, capped at the burst: 3
+    assert len((await _claim(store)).items) == 3
+
+
+async def test_priorities_still_order_what_is_eligible(
+    client: ActivityClient, store: QueueStore
+) -> None:
+    await client.set_limits(Limits(types={"slow": TypeLimit(concurrency=1)}))
+    await client.execute_activity("slow", 1)
+    await client.activity("slow").payload(2).priority("critical").execute()
+    await client.activity("fast").payload(3).priority("low").execute()
+    await client.activity("fast").payload(4).priority("high").execute()
+    claim = await _claim(store)
+    payloads = [raw.split('"payload":')[1][:-1] for _, raw in claim.items]
+    assert payloads == ["2", "4", "3"]  # the critical slow one; the other waits for its slot
+    stats = await client.get_limit_stats()
+    assert stats.throttled_by_type == {"slow": 1}
+    assert stats.running_by_type == {"slow": 1, "fast": 2}
+
+
+async def test_a_type_slot_comes_back_with_every_transition_that_ends_a_lease(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    keys = QueueKeys(client.queue_name)
+    await client.set_limits(Limits(types={"a": TypeLimit(concurrency=1)}))
+    futures = await client.enqueue_many([("a", i) for i in range(4)])
+
+    async def one() -> Claim:
+        claim = await _claim(store, 10, lease=0.2)
+        assert len(claim.items) == 1
+        assert len((await _claim(store)).items) == 0  # the type's one slot is taken
+        return claim
+
+    claim = await one()  # reaped: the lease expires
+    await asyncio.sleep(0.3)
+    assert await store.reap() == 1
+    claim = await one()  # released (a worker's shutdown)
+    assert await store.release([(claim.items[0][0], claim.token)]) == 1
+    claim = await one()  # cancelled while running
+    assert await client.cancel(claim.items[0][0])
+    claim = await one()  # completed
+    await _complete(store, claim, [claim.items[0][0]])
+    claim = await one()  # retried
+    record = claim.items[0][1].replace('"payload"', '"retry_count":1,"payload"')
+    await store.run_calls([store.retry_call(claim.items[0][0], claim.token, record, 0.0)])
+    assert await raw_redis.hget(keys.limit_state, "c:a") is None
+    assert await raw_redis.hlen(keys.limited) == 0
+    await store.promote_due()
+    assert len((await _claim(store, 10)).items) == 1  # the retried one's turn again
+    assert len(futures) == 4
+
+
+async def test_limits_change_at_runtime_with_the_next_claim(
+    client: ActivityClient, store: QueueStore
+) -> None:
+    await client.enqueue_many([("t", i) for i in range(10)])
+    await client.set_limits(Limits(concurrency=1))
+    assert len((await _claim(store)).items) == 1
+    await client.set_limits(Limits(concurrency=4))
+    assert len((await _claim(store)).items) == 3
+    await client.set_limits(None)
+    assert await client.get_limits() == Limits()
+    assert len((await _claim(store)).items) == 6
+
+
+async def test_bad_limits_write_nothing(client: ActivityClient, raw_redis: aioredis.Redis) -> None:
+    config = QueueKeys(client.queue_name).config
+    good = Limits(concurrency=3)
+    await client.set_limits(good)
+    for text in (
+        '{"rate": {"limit": -1}}',
+        '{"rate": {"limit": 5, "period": 0}}',
+        '{"concurrency": 2, "per_key": 1}',
+        "not json",
+    ):
+        with pytest.raises(ConfigurationError):
+            await client.store.set_config({"limits": text, "paused": True})
+    with pytest.raises(TypeError):
+        await client.set_limits({"concurrency": 2})  # type: ignore[arg-type]
+    assert await raw_redis.hgetall(config) == {"limits": good.to_json()}
+    assert await client.get_limits() == good
+    await client.set_limits(Limits())  # nothing limited: no field
+    assert await raw_redis.hgetall(config) == {}
