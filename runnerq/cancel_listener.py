@@ -32,7 +32,7 @@ class CancelListener:
             try:
                 # A lost connection ends the read (it is not made again silently, losing
                 # the cancellations published in between).
-                await subscribe_confirmed(pubsub, self._store.keys.cancel_channel, 30.0)
+                await subscribe_confirmed(pubsub, self._store.keys.cancel_channel, 5.0)
                 backoff.reset()
                 await read_messages(pubsub, self._cancelled)
             except Exception as exc:

@@ -28,6 +28,8 @@ log = logging.getLogger("runnerq.results")
 _RESULT_OR_GONE = ResultDocument | None | ActivityNotFoundError
 # (TimeoutError: no confirmation of the subscription in time)
 _LOST: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
+# How long Redis has to confirm a subscription: a healthy one does in milliseconds.
+CONFIRM = 5.0
 
 
 class ResultListener:
@@ -107,9 +109,15 @@ class ResultListener:
                 # Confirmed before the waiters are read again, so that a result stored
                 # between the two is either read or announced; and a lost connection ends
                 # the read below (it is not made again silently), so it is read again here.
-                await subscribe_confirmed(
-                    pubsub, self._store.keys.done_channel, self._connect_timeout
-                )
+                try:
+                    await subscribe_confirmed(
+                        pubsub, self._store.keys.done_channel, min(self._connect_timeout, CONFIRM)
+                    )
+                except TimeoutError:
+                    # The pool handed out a connection that went silent (half-open): drop
+                    # them all, so that the next try opens a new one.
+                    await drop_connections(self._store.redis)
+                    raise ConnectionError("no confirmation of the subscription") from None
                 self._subscribed.set()
                 delay = 0.05
                 if not first:
@@ -119,6 +127,10 @@ class ResultListener:
             except _LOST as exc:
                 self._subscribed.clear()
                 log.warning("result subscription lost (%s); retrying in %.2fs", exc, delay)
+                # The pool's other connections date from the same time, and may have gone
+                # silent too (half-open): the next subscription and the re-read of the
+                # waiters get new ones rather than wait on those.
+                await drop_connections(self._store.redis)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
