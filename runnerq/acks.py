@@ -24,10 +24,11 @@ from .metrics import (
     ACTIVITY_DEAD_LETTERED,
     ACTIVITY_LEASE_LOST,
     ACTIVITY_RETRY,
+    ACTIVITY_THROTTLED,
     MetricsSink,
 )
 from .metrics import REDIS_ERRORS as REDIS_ERRORS_METRIC
-from .outcome import Ack, Complete, DeadLetter, Retry, dead_letter
+from .outcome import Ack, Complete, DeadLetter, Retry, Throttled, dead_letter
 from .store import QueueStore, ScriptCall
 
 __all__ = ["AckBatcher"]
@@ -258,6 +259,8 @@ class AckBatcher:
     def _call(self, ack: Ack) -> ScriptCall:
         if type(ack) is Retry:
             return self._store.retry_call(ack.activity_id, ack.token, ack.record_json, ack.delay)
+        if type(ack) is Throttled:
+            return self._store.throttle_call(ack.activity_id, ack.token, ack.delay, ack.hold)
         assert type(ack) is DeadLetter
         return self._store.dead_letter_call(ack.activity_id, ack.token, ack.entry)
 
@@ -279,6 +282,8 @@ class AckBatcher:
                 completed += 1
             elif kind is Retry:
                 metrics.inc_counter(ACTIVITY_RETRY)
+            elif kind is Throttled:
+                metrics.inc_counter(ACTIVITY_THROTTLED)
             else:
                 metrics.inc_counter(ACTIVITY_DEAD_LETTERED)
         if completed:

@@ -19,7 +19,9 @@
     │   └── ResultTimeoutError          the caller's own wait ran out; the activity goes on
     └── ActivityError               what handlers raise to steer retries
         ├── RetryableError          try again later, with backoff (``ActivityError.retry``)
-        └── NonRetryableError       straight to the dead-letter queue (``ActivityError.non_retry``)
+        ├── NonRetryableError       straight to the dead-letter queue (``ActivityError.non_retry``)
+        └── RateLimitedError        the remote side throttled: back after ``retry_after``, no
+                                    retry used; its type held back on every worker meanwhile
 
 How a handler's outcome maps to what happens next:
 
@@ -31,6 +33,7 @@ raises ``RetryableError``          retried with backoff while retries remain
 raises any other exception         retried, like ``RetryableError``
 runs past its timeout              cancelled, counted as ``activity_timeout``, retried
 raises ``NonRetryableError``       dead-lettered at once
+raises ``RateLimitedError``        back after ``retry_after``, no retry used (docs/limits.md)
 returns something not JSON         dead-lettered at once (it would fail again)
 =================================  ============================================
 
@@ -41,8 +44,11 @@ Callers never see redis-py's exceptions: they are translated at the boundary int
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from .durations import seconds
 
 if TYPE_CHECKING:
     from .future import ActivityFuture
@@ -58,6 +64,7 @@ __all__ = [
     "ConfigurationError",
     "DuplicateHandlerError",
     "NonRetryableError",
+    "RateLimitedError",
     "RedisUnavailableError",
     "ResultTimeoutError",
     "RetryableError",
@@ -200,6 +207,28 @@ class NonRetryableError(ActivityError):
     """A failure that will not pass by retrying: the activity is dead-lettered at once."""
 
     retryable = False
+
+
+class RateLimitedError(ActivityError):
+    """The remote side said "too many requests": the activity goes back to the queue to run
+    after ``retry_after`` (seconds or a timedelta), without using a retry or counting as a
+    failure. With ``hold_type`` (the default) its activity type is held back for that long
+    on every worker (the claim skips it), like BullMQ's manual rate limit; with
+    ``hold_type=False`` only this activity waits."""
+
+    retryable = True
+
+    def __init__(
+        self, retry_after: float | dt.timedelta, message: str = "", *, hold_type: bool = True
+    ) -> None:
+        after = seconds(retry_after)
+        if after is None or after < 0:
+            raise ConfigurationError(
+                f"retry_after must be a number of seconds or a timedelta >= 0, not {retry_after!r}"
+            )
+        super().__init__(message or f"rate limited: retry after {after:g}s")
+        self.retry_after = float(after)
+        self.hold_type = hold_type
 
 
 @contextlib.contextmanager

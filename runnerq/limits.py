@@ -235,14 +235,16 @@ class LimitStats:
     or a type's, held back (one per claim and limit, not one per activity left pending);
     ``running_by_type`` the leases taken under limits that have not ended, by type;
     ``held_types`` the types a handler held back (``RateLimitedError``), with the seconds
-    left; ``eligible`` how many pending activities the queue's own rate and concurrency
-    would let start now (per-type limits are not counted in it)."""
+    left, and ``holds_by_type`` how often handlers asked for a hold of each type;
+    ``eligible`` how many pending activities the queue's own rate and concurrency would let
+    start now (per-type limits are not counted in it)."""
 
     throttled_queue: int = 0
     throttled_by_type: dict[str, int] = field(default_factory=dict)
     running_by_type: dict[str, int] = field(default_factory=dict)
     held_types: dict[str, float] = field(default_factory=dict)
     eligible: int = 0
+    holds_by_type: dict[str, int] = field(default_factory=dict)
 
     @property
     def throttled(self) -> int:
@@ -256,6 +258,7 @@ class LimitStats:
         by_type: dict[str, int] = {}
         in_use: dict[str, int] = {}
         held: dict[str, float] = {}
+        holds: dict[str, int] = {}
         throttled_queue = 0
         eligible = pending
         for name, value in state.items():
@@ -264,6 +267,8 @@ class LimitStats:
                     throttled_queue = int(value)
                 elif name.startswith("t:t:"):
                     by_type[name[4:]] = int(value)
+                elif name.startswith("t:h:"):
+                    holds[name[4:]] = int(value)
                 elif name.startswith("c:"):
                     if int(value) > 0:
                         in_use[name[2:]] = int(value)
@@ -275,7 +280,7 @@ class LimitStats:
             eligible = min(eligible, max(0, limits.concurrency - running))
         if limits.rate is not None:
             eligible = min(eligible, int(_tokens(state.get("b:q"), limits.rate, now_ms)))
-        return cls(throttled_queue, by_type, in_use, held, max(0, eligible))
+        return cls(throttled_queue, by_type, in_use, held, max(0, eligible), holds)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -285,6 +290,7 @@ class LimitStats:
             "running_by_type": dict(self.running_by_type),
             "held_types": dict(self.held_types),
             "eligible": self.eligible,
+            "holds_by_type": dict(self.holds_by_type),
         }
 
 

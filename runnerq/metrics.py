@@ -6,6 +6,8 @@ counters
     ``activity_completed``, ``activity_retry``, ``activity_failed_non_retry``,
     ``activity_timeout``, ``activity_dead_lettered``, ``activity_cancelled``,
     ``activity_lease_lost``, ``activity_released``, ``activity_enqueued``,
+    ``activity_throttled`` (a handler raised ``RateLimitedError``: sent back, no retry used;
+    claims that limits held back are counted in Redis instead: ``LimitStats``),
     ``redis_errors``, ``schedule_fired``, ``schedule_skipped`` (a tick not run: the previous
     run was not done, concurrency "forbid"), ``schedule_missed`` (ticks that passed with
     nothing firing, or past their starting deadline: see ``runnerq.schedule``); counted by
@@ -35,6 +37,7 @@ __all__ = [
     "ACTIVITY_QUEUE_WAIT",
     "ACTIVITY_RELEASED",
     "ACTIVITY_RETRY",
+    "ACTIVITY_THROTTLED",
     "ACTIVITY_TIMEOUT",
     "COUNTERS",
     "DURATIONS",
@@ -58,6 +61,7 @@ ACTIVITY_CANCELLED = "activity_cancelled"
 ACTIVITY_LEASE_LOST = "activity_lease_lost"
 ACTIVITY_RELEASED = "activity_released"
 ACTIVITY_ENQUEUED = "activity_enqueued"
+ACTIVITY_THROTTLED = "activity_throttled"
 REDIS_ERRORS = "redis_errors"
 ACTIVITY_EXECUTION = "activity_execution"
 ACTIVITY_QUEUE_WAIT = "activity_queue_wait"
@@ -77,6 +81,7 @@ COUNTERS = (
     ACTIVITY_LEASE_LOST,
     ACTIVITY_RELEASED,
     ACTIVITY_ENQUEUED,
+    ACTIVITY_THROTTLED,
     REDIS_ERRORS,
     SCHEDULE_FIRED,
     SCHEDULE_SKIPPED,

@@ -5,7 +5,9 @@ ran past its timeout); the worker sends it (``acks.AckBatcher``). One small clas
 
 * ``Complete``: the result document to store;
 * ``Retry``: the record with one more attempt counted, and when to run it again;
-* ``DeadLetter``: the dead-letter entry (the record, or the raw text of a corrupt one).
+* ``DeadLetter``: the dead-letter entry (the record, or the raw text of a corrupt one);
+* ``Throttled``: the handler raised ``RateLimitedError``: back after its delay, no retry
+  used, and the type to hold back meanwhile (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import BackoffPolicy
-from .errors import NonRetryableError, SerializationError
+from .errors import NonRetryableError, RateLimitedError, SerializationError
 from .record import (
     ActivityRecord,
     DeadLetterEntry,
@@ -28,6 +30,7 @@ __all__ = [
     "Complete",
     "DeadLetter",
     "Retry",
+    "Throttled",
     "completed",
     "dead_letter",
     "describe",
@@ -62,7 +65,15 @@ class DeadLetter:
         return self.entry.reason
 
 
-Ack = Complete | Retry | DeadLetter
+@dataclass(slots=True)
+class Throttled:
+    activity_id: str
+    token: str
+    delay: float  # seconds until it runs again
+    hold: str | None  # the activity type held back for as long, on every worker
+
+
+Ack = Complete | Retry | DeadLetter | Throttled
 
 
 def completed(record: ActivityRecord, token: str, result: object, now: float) -> Ack:
@@ -84,7 +95,11 @@ def raised(
     now: float,
 ) -> Ack:
     """The handler raised ``exc``: retried while retries remain, unless it is a
-    ``NonRetryableError`` (dead-lettered at once)."""
+    ``NonRetryableError`` (dead-lettered at once) or a ``RateLimitedError`` (throttled: back
+    after its ``retry_after``, no retry used)."""
+    if isinstance(exc, RateLimitedError):
+        hold = record.activity_type if exc.hold_type else None
+        return Throttled(record.id, token, exc.retry_after, hold)
     if isinstance(exc, NonRetryableError):
         return failed(
             record, token, readable(str(exc)), False, max_retries, "non_retryable", backoff, now

@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "complete",
     "retry",
     "dead_letter",
+    "throttle",
     "promote_due",
     "reap",
     "release",
@@ -53,6 +54,7 @@ class Scripts:
     complete: AsyncScript
     retry: AsyncScript
     dead_letter: AsyncScript
+    throttle: AsyncScript
     promote_due: AsyncScript
     reap: AsyncScript
     release: AsyncScript

@@ -26,7 +26,7 @@ from .metrics import (
     ACTIVITY_TIMEOUT,
     MetricsSink,
 )
-from .outcome import DeadLetter, completed, dead_letter, describe, failed, raised
+from .outcome import DeadLetter, Throttled, completed, dead_letter, describe, failed, raised
 from .record import ActivityRecord, CorruptRecordError
 from .worker_state import Running, WorkerState
 
@@ -270,6 +270,8 @@ class SlotPool:
         ack = raised(record, token, exc, max_retries, self._backoff, time.time())
         if type(ack) is DeadLetter and ack.reason == "non_retryable":
             metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
+        elif type(ack) is Throttled:
+            log.info("activity %s (%s) rate limited: %s", record.id, record.activity_type, exc)
         else:
             log.info("activity %s (%s) failed: %s", record.id, record.activity_type, describe(exc))
         self._acks.add(ack)

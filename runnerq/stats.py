@@ -17,7 +17,9 @@ class QueueStats:
     leased to a worker, ``scheduled`` wait for their due time (delayed or backing off before
     a retry), ``dead_letter`` are in the dead-letter queue. ``completed``, ``failed`` (failed
     attempts, retried or not), ``retried``, ``cancelled``, ``redelivered`` (leases that
-    expired and were handed out again) and ``enqueued`` count since the queue was created.
+    expired and were handed out again), ``enqueued`` and ``throttled`` (sent back by a
+    handler's ``RateLimitedError``, no retry used) count since the queue was created. What
+    the queue's limits hold back at claim is in ``ActivityClient.get_limit_stats``.
     Runner-Q's names (``pending_count``, ``running_count``, ``completed_count``,
     ``failed_count``, ``dead_letter_count``) are read-only aliases, in ``as_dict`` too.
     """
@@ -33,6 +35,7 @@ class QueueStats:
     cancelled: int = 0
     redelivered: int = 0
     enqueued: int = 0
+    throttled: int = 0
     paused: bool = False
     by_priority: dict[ActivityPriority, int] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class QueueStats:
             "cancelled": self.cancelled,
             "redelivered": self.redelivered,
             "enqueued": self.enqueued,
+            "throttled": self.throttled,
             "paused": self.paused,
             "by_priority": {p.value: n for p, n in self.by_priority.items()},
             # Runner-Q's names, as the properties above.

@@ -440,6 +440,27 @@ class QueueStore:
             [activity_id, token, record_json, _ms(delay), NOTIFY_CAP],
         )
 
+    def throttle_call(
+        self, activity_id: str, token: str, delay: float, hold: str | None
+    ) -> ScriptCall:
+        """A handler's ``RateLimitedError``: back to the schedule after ``delay`` seconds with
+        no retry used, and ``hold`` (a type, or None) held back for as long."""
+        k = self.keys
+        return ScriptCall(
+            self.scripts.throttle,
+            [
+                k.inflight,
+                k.leases,
+                k.scheduled,
+                k.stats,
+                k.notify,
+                k.limit_state,
+                k.limited,
+                k.config,
+            ],
+            [activity_id, token, _ms(delay), hold or "", NOTIFY_CAP],
+        )
+
     def dead_letter_call(self, activity_id: str, token: str, entry: DeadLetterEntry) -> ScriptCall:
         k = self.keys
         return ScriptCall(
@@ -623,6 +644,7 @@ class QueueStore:
             cancelled=counter("cancelled"),
             redelivered=counter("redelivered"),
             enqueued=counter("enqueued"),
+            throttled=counter("throttled"),
             paused=res[5] in ("1", "true"),
             by_priority={p: int(n) for p, n in zip(ActivityPriority, res[6:], strict=True)},
         )

@@ -4,14 +4,25 @@ redis-server: what a claim takes, what stays pending, and what the transitions g
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, ConfigurationError, Limits, Rate, TypeLimit
+from runnerq import (
+    ActivityClient,
+    ActivityContext,
+    ConfigurationError,
+    Limits,
+    Rate,
+    RateLimitedError,
+    TypeLimit,
+)
 from runnerq.keys import QueueKeys
 from runnerq.record import ResultDocument
 from runnerq.store import Claim, QueueStore
+from tests.conftest import EngineFactory
 
 
 async def _claim(store: QueueStore, n: int = 100, lease: float = 30.0) -> Claim:
@@ -151,3 +162,43 @@ async def test_bad_limits_write_nothing(client: ActivityClient, raw_redis: aiore
     assert await client.get_limits() == good
     await client.set_limits(Limits())  # nothing limited: no field
     assert await raw_redis.hgetall(config) == {}
+
+
+async def test_a_rate_limited_handler_holds_its_type_back_on_every_worker_without_a_retry(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any, raw_redis: aioredis.Redis
+) -> None:
+    engine = make_engine(max_workers=4, default_max_retries=0)
+    starts: list[tuple[str, int, float]] = []
+    throttled_once = asyncio.Event()
+
+    @engine.activity("remote")
+    async def remote(payload: int, ctx: ActivityContext) -> int:
+        starts.append(("remote", payload, time.monotonic()))
+        if payload == 0 and not throttled_once.is_set():
+            throttled_once.set()
+            raise RateLimitedError(0.6)
+        return payload
+
+    @engine.activity("local")
+    async def local(payload: int, ctx: ActivityContext) -> int:
+        starts.append(("local", payload, time.monotonic()))
+        return payload
+
+    await run_engine(engine)
+    first = await client.execute_activity("remote", 0)
+    await asyncio.wait_for(throttled_once.wait(), 5)
+    held_at = time.monotonic()
+    second = await client.execute_activity("remote", 1)
+    other = await client.execute_activity("local", 2)
+    assert await other.get_result(timeout=5) == 2  # another type is not held
+    assert await first.get_result(timeout=5) == 0  # no retries allowed, none used
+    assert await second.get_result(timeout=5) == 1
+    after_hold = [t - held_at for kind, _, t in starts[1:] if kind == "remote"]
+    assert len(after_hold) == 2 and min(after_hold) >= 0.45  # held for its retry_after
+    local_start = next(t for kind, _, t in starts if kind == "local")
+    assert local_start - held_at < 0.45
+    stats = await client.get_stats()
+    assert (stats.failed, stats.retried, stats.completed, stats.throttled) == (0, 0, 3, 1)
+    limit_stats = await client.get_limit_stats()
+    assert limit_stats.held_types == {}  # the hold is over
+    assert limit_stats.holds_by_type == {"remote": 1}

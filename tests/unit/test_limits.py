@@ -110,6 +110,7 @@ def test_limit_stats_read_the_state_hash() -> None:
         "c:gone": "0",
         "h:pdf": "11000",
         "h:old": "500",
+        "t:h:pdf": "3",
         "b:q": "1.5:9000",  # 1.5 tokens at 9000 ms; 10 per s: full (4) by 10000 ms
         "junk": "x",
     }
@@ -119,6 +120,7 @@ def test_limit_stats_read_the_state_hash() -> None:
     assert stats.throttled == 9
     assert stats.running_by_type == {"email": 1}
     assert stats.held_types == {"pdf": 1.0}
+    assert stats.holds_by_type == {"pdf": 3}
     assert stats.eligible == 2  # concurrency 3 less 1 running (the bucket holds 4)
     drained = LimitStats.read({"b:q": "0.2:10000"}, limits, 100, 0, 10_050)
     assert drained.eligible == 0  # 0.2 + 0.5 tokens

@@ -1,0 +1,48 @@
+-- throttle: a handler said the remote side throttled it (RateLimitedError): the activity
+-- goes back to the schedule for `retry_after` with no retry used and no failure counted, and
+-- its type is held back for as long on every worker (docs/limits.md).
+--
+-- KEYS[1] inflight    ZSET  id -> lease deadline
+-- KEYS[2] leases      HASH  id -> lease token
+-- KEYS[3] scheduled   ZSET  id -> due time (ms)
+-- KEYS[4] stats       HASH  counters ("throttled")
+-- KEYS[5] notify      LIST  wake-up tokens ('s': a scheduler learns the new due time)
+-- KEYS[6] limit_state HASH  limits' state ("h:<type>": held until, ms)
+-- KEYS[7] limited     HASH  id -> type of leases taken under limits
+-- KEYS[8] config      HASH  queue configuration ("held_until": the latest hold's end, which
+--                           sends claims to the limited path until then)
+--
+-- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] type to hold ('' for none),
+-- ARGV[5] notify cap
+--
+-- Returns 1, or 0 when the worker no longer held the lease (nothing changes).
+
+local inflight, leases, scheduled, stats, notify, state, limited, config =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local id = ARGV[1]
+if redis.call('HGET', leases, id) ~= ARGV[2] then
+  return 0
+end
+local now = now_ms()
+local until_ms = now + tonumber(ARGV[3])
+redis.call('HDEL', leases, id)
+redis.call('ZREM', inflight, id)
+if limited_token(ARGV[2]) then
+  give_back(state, limited, id)
+end
+redis.call('ZADD', scheduled, until_ms, id)
+redis.call('HINCRBY', stats, 'throttled', 1)
+local hold = ARGV[4]
+if hold ~= '' then
+  local field = 'h:' .. hold
+  if tonumber(redis.call('HGET', state, field) or '0') < until_ms then
+    redis.call('HSET', state, field, until_ms)
+  end
+  if tonumber(redis.call('HGET', config, 'held_until') or '0') < until_ms then
+    redis.call('HSET', config, 'held_until', until_ms)
+  end
+  redis.call('HINCRBY', state, 't:h:' .. hold, 1)
+end
+redis.call('LPUSH', notify, 's')
+redis.call('LTRIM', notify, 0, tonumber(ARGV[5]) - 1)
+return 1
