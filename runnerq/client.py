@@ -292,6 +292,11 @@ class ActivityBuilder:
         self._options["idempotency_key"] = key
         return self
 
+    def limit_key(self, key: str) -> Self:
+        """What the queue's per-key limits count this activity against (docs/limits.md)."""
+        self._options["limit_key"] = key
+        return self
+
     def options(self) -> ActivityOption:
         return ActivityOption(**self._options)
 

@@ -10,7 +10,9 @@ from .durations import Duration, seconds
 from .errors import ConfigurationError
 from .priority import ActivityPriority
 
-__all__ = ["ActivityOption"]
+__all__ = ["MAX_LIMIT_KEY", "ActivityOption"]
+
+MAX_LIMIT_KEY = 200
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -21,6 +23,8 @@ class ActivityOption:
     activity runs. ``delay`` or ``run_at`` (an aware datetime) schedule it for later.
     ``timeout`` and ``delay`` take seconds or a ``datetime.timedelta`` and are kept as seconds.
     A second enqueue with the same ``idempotency_key`` returns the first activity.
+    ``limit_key`` (a tenant, a customer: 1-200 characters, no tab) is what the queue's
+    per-key limits count this activity against (docs/limits.md).
     """
 
     priority: ActivityPriority
@@ -30,6 +34,7 @@ class ActivityOption:
     run_at: dt.datetime | None
     metadata: dict[str, Any]
     idempotency_key: str | None
+    limit_key: str | None
 
     def __init__(
         self,
@@ -40,6 +45,7 @@ class ActivityOption:
         run_at: dt.datetime | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        limit_key: str | None = None,
     ) -> None:
         if not isinstance(priority, ActivityPriority):  # a name, from untyped code
             priority = ActivityPriority.parse(priority)
@@ -69,6 +75,15 @@ class ActivityOption:
             not isinstance(idempotency_key, str) or not idempotency_key
         ):
             raise ConfigurationError("idempotency_key must be a non-empty string")
+        if limit_key is not None and (
+            not isinstance(limit_key, str)
+            or not 0 < len(limit_key) <= MAX_LIMIT_KEY
+            or "\t" in limit_key
+        ):
+            raise ConfigurationError(
+                f"limit_key must be a string of 1-{MAX_LIMIT_KEY} characters with no tab,"
+                f" not {limit_key!r}"
+            )
         setattr_ = object.__setattr__
         setattr_(self, "priority", priority)
         setattr_(self, "max_retries", max_retries)
@@ -77,3 +92,4 @@ class ActivityOption:
         setattr_(self, "run_at", run_at)
         setattr_(self, "metadata", metadata)
         setattr_(self, "idempotency_key", idempotency_key)
+        setattr_(self, "limit_key", limit_key)

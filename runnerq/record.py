@@ -158,6 +158,7 @@ def record_middle(activity_type: str, options: ActivityOption, created_at: float
         None,
         ready_at,
         created_at,
+        options.limit_key,
     )
 
 
@@ -178,6 +179,7 @@ RECORD_FIELDS = (
     "last_error",
     "ready_at",
     "created_at",
+    "limit_key",
     "payload",
 )
 
@@ -193,6 +195,7 @@ def envelope(
     last_error: str | None,
     ready_at: float | None,
     created_at: float,
+    limit_key: str | None = None,
 ) -> str:
     """A record's fields between its id and its payload, from ``,"type":`` to
     ``"payload":``: a record is ``'{"id":' + id JSON + envelope + payload JSON + '}'``.
@@ -221,7 +224,9 @@ def envelope(
         text += f',"last_error":{encode_json(last_error, "the last error")}'
     if ready_at is not None:
         text += f',"ready_at":{float(ready_at)!r}'
-    return f'{text},"created_at":{float(created_at)!r},"payload":'
+    if limit_key is None:
+        return f'{text},"created_at":{float(created_at)!r},"payload":'
+    return f'{text},"created_at":{float(created_at)!r},"limit_key":{_dumps(limit_key)},"payload":'
 
 
 _type_json: dict[str, str] = {}  # activity type -> its JSON string (types are few)
@@ -249,6 +254,8 @@ class ActivityRecord:
     # When it became ready to run, if not when it was created (a due time, a requeue from
     # the dead-letter queue): its queue wait is counted from the later of the two.
     ready_at: float | None = None
+    # What the queue's per-key limits count it against (docs/limits.md).
+    limit_key: str | None = None
 
     def encode(self, payload_json: str | None = None) -> str:
         """The record's JSON. Pass ``payload_json`` when the payload is already encoded."""
@@ -265,6 +272,7 @@ class ActivityRecord:
             self.last_error,
             self.ready_at,
             self.created_at,
+            self.limit_key,
         )
         return f'{{"id":{_dumps(self.id)}{middle}{payload_json}}}'
 
@@ -297,6 +305,7 @@ class ActivityRecord:
         last_error = get("last_error")
         ready_at = get("ready_at")
         created_at = get("created_at", 0.0)
+        limit_key = get("limit_key")
         if (
             type(activity_id) is not str
             or not activity_id
@@ -313,6 +322,7 @@ class ActivityRecord:
             or not (last_error is None or type(last_error) is str)
             or not (ready_at is None or _non_negative(ready_at))
             or not _non_negative(created_at)
+            or not (limit_key is None or (type(limit_key) is str and limit_key))
         ):
             raise CorruptRecordError(_what_is_wrong(doc))
         return cls(
@@ -328,6 +338,7 @@ class ActivityRecord:
             idempotency_key=idem,
             last_error=last_error,
             ready_at=None if ready_at is None else float(ready_at),
+            limit_key=limit_key,
         )
 
     def retried(self, error: str) -> ActivityRecord:
@@ -364,6 +375,7 @@ _FIELD_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("last_error", lambda v: type(v) is str, "a string"),
     ("ready_at", _non_negative, "a number >= 0"),
     ("created_at", _non_negative, "a number >= 0"),
+    ("limit_key", lambda v: type(v) is str and bool(v), "a non-empty string"),
 )
 _REQUIRED = ("id", "type", "payload")
 
