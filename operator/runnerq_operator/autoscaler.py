@@ -40,7 +40,7 @@ from .naming import selector_string
 from .redis_queues import DepthQuery, RedisPools, lease_tokens, read_depths
 from .redis_target import RedisTarget
 from .registry import QueueRegistry, QueueState
-from .reports import redis_lost, scale_reason, settle_time, stabilizing
+from .reports import limits_words, redis_lost, scale_reason, settle_time, stabilizing
 from .scaling import (
     DELETION_COST_ANNOTATION,
     Decision,
@@ -197,7 +197,7 @@ class Autoscaler:
             current = state.replicas
             if state.stabilizer is None:
                 state.stabilizer = Stabilizer(now, current)
-            decision = recommend(depth, spec.scaling)
+            decision = recommend(depth, spec.scaling, spec.worker.concurrency)
             stabilized = state.stabilizer.stabilize(
                 now,
                 decision.replicas,
@@ -242,7 +242,7 @@ class Autoscaler:
             return Condition(
                 SCALING, "True", "Stabilizing", stabilizing(wanted, stabilized, when, scaling)
             )
-        return _scaling_condition(decision.limited_by, target, stabilized, wanted)
+        return _scaling_condition(decision, target, stabilized, wanted, state.depth)
 
     async def _busy_pods(self, state: QueueState) -> int | None:
         """How many of the Deployment's pods hold leases, after marking them with a
@@ -287,8 +287,9 @@ def next_tick(now: float, interval: float) -> float:
 
 
 def _scaling_condition(
-    limited_by: str | None, target: int, stabilized: int, wanted: int
+    decision: Decision, target: int, stabilized: int, wanted: int, depth: Depth | None
 ) -> Condition:
+    limited_by = decision.limited_by
     if target != stabilized:
         return Condition(
             SCALING, "True", "BusyPods", f"holding {target} replicas: pods still run activities"
@@ -302,4 +303,12 @@ def _scaling_condition(
         )
     if limited_by == "max":
         return Condition(SCALING, "True", "AtMaxReplicas", f"limited to maxReplicas ({target})")
+    if limited_by == "limits" and depth is not None:
+        return Condition(
+            SCALING,
+            "True",
+            "LimitedByQueueLimits",
+            f"{target} replicas: the queue's limits ({limits_words(depth)}) decide, not its"
+            " depth; status.depth.eligible counts the ready activities they let start",
+        )
     return Condition(SCALING, "True", "Polling", f"{target} replicas match the queue's depth")

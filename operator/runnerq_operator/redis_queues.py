@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 
 from runnerq.config import QueueSettings, RedisConfig
 from runnerq.connection import connect, translate_errors
+from runnerq.errors import ConfigurationError
 from runnerq.keys import QueueKeys
+from runnerq.limits import Limits, LimitStats
 from runnerq.scripts import Scripts
 from runnerq.store import QueueStore
 
@@ -30,8 +32,10 @@ __all__ = [
     "DepthQuery",
     "RedisPools",
     "lease_tokens",
+    "limits_json",
     "purge_queue",
     "read_depths",
+    "with_limits",
     "write_queue_config",
 ]
 
@@ -39,7 +43,7 @@ __all__ = [
 OPERATOR_REDIS_CONFIG = RedisConfig(
     max_size=4, min_idle=0, conn_timeout=3.0, idle_timeout=300.0, max_lifetime=3600.0
 )
-COMMANDS_PER_QUEUE = 6
+COMMANDS_PER_QUEUE = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,8 @@ async def read_depths(
     """Depth of every queue in ``queries``: one round trip whatever their number.
 
     ``now_ms`` is the operator's clock; due times are Redis's, so a skew between the two
-    shifts the "due soon" window by that much (it counts nothing else).
+    shifts the "due soon" window by that much, and the rate's tokens (refilled on Redis's
+    clock by the claim) by that much at most, never past the burst.
     """
     with translate_errors("cannot read queue depths"):
         async with client.pipeline(transaction=False) as pipe:
@@ -90,24 +95,41 @@ async def read_depths(
                 pipe.zcard(k.scheduled)
                 pipe.zcount(k.scheduled, "-inf", horizon)
                 pipe.zcard(k.dlq)
-                pipe.hget(k.config, "paused")
+                pipe.hmget(k.config, ["paused", "limits"])
+                pipe.hget(k.limit_state, "b:q")
             raw = await pipe.execute()
     depths = []
     for i in range(len(queries)):
-        ready, in_flight, scheduled, due, dead, paused = raw[
+        ready, in_flight, scheduled, due, dead, (paused, limits), bucket = raw[
             i * COMMANDS_PER_QUEUE : (i + 1) * COMMANDS_PER_QUEUE
         ]
-        depths.append(
-            Depth(
-                ready=int(ready),
-                in_flight=int(in_flight),
-                scheduled=int(scheduled),
-                due_soon=int(due),
-                dead_letter=int(dead),
-                paused=paused in ("1", "true"),
-            )
+        depth = Depth(
+            ready=int(ready),
+            in_flight=int(in_flight),
+            scheduled=int(scheduled),
+            due_soon=int(due),
+            dead_letter=int(dead),
+            paused=paused in ("1", "true"),
         )
+        depths.append(with_limits(depth, limits, bucket, now_ms))
     return depths
+
+
+def with_limits(depth: Depth, limits_json: str | None, bucket: str | None, now_ms: int) -> Depth:
+    """``depth`` with what the queue's own limits let start now (``Depth.eligible``) and its
+    concurrency limit; unchanged when it has neither. Limits that cannot be read are none,
+    as the claim script takes them."""
+    if limits_json is None:
+        return depth
+    try:
+        limits = Limits.from_json(str(limits_json))
+    except ConfigurationError:
+        return depth
+    if limits.rate is None and limits.concurrency is None:
+        return depth
+    state = {} if bucket is None else {"b:q": str(bucket)}
+    stats = LimitStats.read(state, limits, depth.ready, depth.in_flight, now_ms)
+    return replace(depth, eligible=stats.eligible, max_running=limits.concurrency)
 
 
 async def write_queue_config(client: aioredis.Redis, queue: str, config: QueueConfigSpec) -> None:
@@ -120,8 +142,14 @@ async def write_queue_config(client: aioredis.Redis, queue: str, config: QueueCo
                 "paused": config.paused,
                 "max_retries": config.max_retries,
                 "timeout": config.timeout,
+                "limits": limits_json(config.limits),
             }
         )
+
+
+def limits_json(limits: Limits | None) -> str | None:
+    """The ``limits`` field for ``limits`` (None: removed; the ActivityQueue owns it)."""
+    return None if limits is None or limits.empty else limits.to_json()
 
 
 async def lease_tokens(client: aioredis.Redis, queue: str) -> list[str]:

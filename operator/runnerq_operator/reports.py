@@ -14,6 +14,7 @@ from .spec import ScalingSpec
 
 __all__ = [
     "depth_words",
+    "limits_words",
     "queue_label",
     "redis_back",
     "redis_lost",
@@ -48,7 +49,20 @@ def scale_reason(
         text += f" (limited to maxReplicas {scaling.max_replicas})"
     elif decision.limited_by == "min":
         text += f" (kept at minReplicas {scaling.min_replicas})"
+    elif decision.limited_by == "limits":
+        eligible = depth.eligible if depth.eligible is not None else depth.ready
+        text += (
+            f" (the queue's limits, {limits_words(depth)}: {eligible} of {depth.ready} ready"
+            f" may start now; the depth alone asks for {decision.by_depth})"
+        )
     return text
+
+
+def limits_words(depth: Depth) -> str:
+    """The queue's own limits, in words that do not change from poll to poll."""
+    if depth.max_running is None:
+        return "its rate"
+    return f"concurrency {depth.max_running}"
 
 
 def settle_time(now_wall: float, now: float, settles_at: float) -> str:

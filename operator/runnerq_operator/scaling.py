@@ -14,6 +14,17 @@ The shape follows the Kubernetes HPA and KEDA (docs/operator.md compares them):
    window, down to the highest of the scale-down window; otherwise keep the current count.
 5. *Busy pods*: never scale below the number of pods holding leases (their activities would
    be interrupted). When that number is unknown, do not scale down at all.
+
+*Limits* (issue 18, docs/operator.md "Limits and scaling"): when the queue has its own rate or
+concurrency limit, only *eligible* work counts. Ready activities count up to ``eligible``
+(what the queue's limits let start now: its free concurrency slots and the rate's tokens, as
+``runnerq.LimitStats.eligible``); in-flight ones count as before. Under a rate, by Little's
+law, the in-flight count settles at rate x activity duration, which is what that rate needs,
+with no guess of the duration; a backlog the rate holds back adds nothing. A held-back
+backlog with nothing running still counts one (the rate lets it through, it needs a pod).
+A queue concurrency ``C`` also caps the recommendation at ``ceil(C / per-pod concurrency)``:
+more pods could not run anything. Per-type and per-key limits are not counted (they hold
+back only some types or keys, which the depth does not tell apart).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ __all__ = [
     "Stabilizer",
     "deletion_costs",
     "lease_holders",
+    "limit_ceiling",
     "recommend",
     "scale_down_floor",
     "workload",
@@ -51,6 +63,11 @@ class Depth:
     due_soon: int = 0
     dead_letter: int = 0
     paused: bool = False
+    #: Ready activities the queue's own limits let start now; None: the queue has no rate
+    #: or concurrency limit of its own.
+    eligible: int | None = None
+    #: The queue's concurrency limit, None when it has none.
+    max_running: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,29 +77,67 @@ class Decision:
     replicas: int
     workload: int
     active: bool
-    #: "max" or "min" when the clamp changed the raw recommendation, else None.
+    #: "max" or "min" when the clamp changed the raw recommendation, "limits" when the
+    #: queue's limits recommend fewer replicas than its depth would, else None.
     limited_by: str | None
+    #: The replicas the depth alone would ask for (equal to ``replicas`` unless limits).
+    by_depth: int | None = None
 
 
-def workload(depth: Depth, scaling: ScalingSpec) -> int:
-    """Activities that want a worker slot now."""
+def workload(depth: Depth, scaling: ScalingSpec, *, limits: bool = True) -> int:
+    """Activities that want a worker slot now: with the queue's limits (unless ``limits`` is
+    False), the ready ones count up to what those limits let start."""
     due = depth.due_soon if scaling.scheduled_within > 0 else 0
     if depth.paused:
         return depth.in_flight
-    return depth.ready + depth.in_flight + due
+    if not limits or depth.eligible is None:
+        return depth.ready + depth.in_flight + due
+    waiting = depth.ready + due
+    eligible = min(waiting, max(0, depth.eligible))
+    if eligible == 0 and waiting > 0 and depth.in_flight == 0:
+        eligible = 1  # held back by a rate: it lets the next through soon, on some pod
+    if depth.max_running is not None:  # also bounds what is due soon
+        eligible = min(eligible, max(0, depth.max_running - depth.in_flight))
+        if waiting > 0 and depth.in_flight == 0:
+            eligible = max(eligible, 1)
+    return depth.in_flight + eligible
 
 
-def recommend(depth: Depth, scaling: ScalingSpec) -> Decision:
-    """Steps 1-3: the replica count this depth asks for, within min/max."""
-    load = workload(depth, scaling)
+def limit_ceiling(depth: Depth, per_pod: int) -> int | None:
+    """The most replicas the queue's concurrency limit can keep busy: ``ceil(C / per_pod)``
+    (None: no such limit)."""
+    if depth.max_running is None:
+        return None
+    return math.ceil(depth.max_running / max(1, per_pod))
+
+
+def _raw(load: int, in_flight: int, scaling: ScalingSpec) -> tuple[int, bool]:
     active = load > scaling.activation_threshold
     raw = math.ceil(load / scaling.target_per_replica) if active else 0
-    if depth.in_flight > 0:
+    if in_flight > 0:
         # Inactive by threshold, yet activities run: keep room for them (never below one pod).
         raw = max(raw, 1)
+    return raw, active
+
+
+def recommend(depth: Depth, scaling: ScalingSpec, per_pod: int | None = None) -> Decision:
+    """Steps 1-3: the replica count this depth asks for, within min/max; on eligible work
+    only when the queue has limits (``per_pod``: the worker's concurrency, for the cap;
+    ``scaling.target_per_replica`` when not given)."""
+    load = workload(depth, scaling)
+    raw, active = _raw(load, depth.in_flight, scaling)
+    ceiling = limit_ceiling(depth, per_pod or scaling.target_per_replica)
+    if ceiling is not None:
+        raw = min(raw, max(ceiling, 1 if depth.in_flight else 0))
+    by_depth_raw, _ = _raw(workload(depth, scaling, limits=False), depth.in_flight, scaling)
     replicas = min(scaling.max_replicas, max(scaling.min_replicas, raw))
+    by_depth = min(scaling.max_replicas, max(scaling.min_replicas, by_depth_raw))
     limited = "max" if raw > replicas else "min" if raw < replicas else None
-    return Decision(replicas=replicas, workload=load, active=active, limited_by=limited)
+    if limited is None and replicas < by_depth:
+        limited = "limits"
+    return Decision(
+        replicas=replicas, workload=load, active=active, limited_by=limited, by_depth=by_depth
+    )
 
 
 class Stabilizer:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from runnerq.errors import ConfigurationError, SerializationError
 from runnerq.keys import validate_queue_name
+from runnerq.limits import MAX_TYPES, KeyLimit, Limits, Rate, TypeLimit
 from runnerq.record import encode_json
 from runnerq.schedule import Schedule, validate_schedule_name
 from runnerq.triggers import make_trigger, zone
@@ -27,6 +28,7 @@ __all__ = [
     "SecretKeyRef",
     "SpecError",
     "WorkerSpec",
+    "parse_limits",
     "parse_schedules",
     "parse_spec",
 ]
@@ -112,6 +114,8 @@ class QueueConfigSpec:
     paused: bool = False
     max_retries: int | None = None
     timeout: float | None = None
+    #: spec.limits as runnerq Limits; None: the queue has none (the field is removed).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +248,13 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> QueueSpec:
     worker = _worker(r, r.section(spec, "spec.worker"))
     scaling = _scaling(r, r.section(spec, "spec.scaling"), worker.concurrency)
     config = _queue_config(r, r.section(spec, "spec.queueConfig"))
+    try:
+        limits = parse_limits(spec.get("limits"))
+    except SpecError as exc:
+        r.problems.extend(exc.problems)
+        limits = None
+    if limits is not None:
+        config = QueueConfigSpec(config.paused, config.max_retries, config.timeout, limits)
     replicas = r.integer(spec, "spec.replicas", None, minimum=0)
     policy = r.text(spec, "spec.deletionPolicy") or "Retain"
     if policy not in ("Retain", "Purge"):
@@ -389,6 +400,85 @@ def _queue_config(r: _Reader, data: Mapping[str, Any]) -> QueueConfigSpec:
         max_retries=r.integer(data, f"{p}.maxRetries", None, minimum=0, maximum=1000),
         timeout=float(timeout) if timeout is not None else None,
     )
+
+
+def parse_limits(value: Any, path: str = "spec.limits") -> Limits | None:
+    """spec.limits as runnerq ``Limits`` (None when absent or empty), or ``SpecError``
+    listing every problem with its field path. The CRD's names are camelCase and periods are
+    ``periodSeconds``; runnerq's checks (``Limits``) run last, on what passed these."""
+    if value is None:
+        return None
+    r = _Reader()
+    if not isinstance(value, Mapping):
+        raise SpecError([f"{path} must be an object, not {_kind(value)}"])
+    _unknown(r, value, path, ("rate", "concurrency", "types", "keys"))
+    rate = _rate(r, value, f"{path}.rate")
+    concurrency = r.integer(value, f"{path}.concurrency", None, minimum=1)
+    types: dict[str, TypeLimit] = {}
+    found = r.section(value, f"{path}.types")
+    if len(found) > MAX_TYPES:
+        r.problems.append(f"{path}.types: at most {MAX_TYPES} types, not {len(found)}")
+    for name, part in found.items():
+        where = f"{path}.types[{name!r}]"
+        if not isinstance(name, str) or not name:
+            r.problems.append(f"{where}: a type name must be a non-empty string")
+            continue
+        limit = _part(r, {"t": part}, where, "t")
+        if limit is not None:
+            types[name] = TypeLimit(*limit)
+    keys = _part(r, value, f"{path}.keys", "keys")
+    if r.problems:
+        raise SpecError(r.problems)
+    try:
+        limits = Limits(
+            rate=rate,
+            concurrency=concurrency,
+            types=types,
+            keys=None if keys is None else KeyLimit(*keys),
+        )
+    except ConfigurationError as exc:  # what runnerq checks beyond the above
+        raise SpecError([f"{path}: {exc}"]) from exc
+    return None if limits.empty else limits
+
+
+def _unknown(r: _Reader, data: Mapping[str, Any], path: str, known: tuple[str, ...]) -> None:
+    for name in sorted(str(k) for k in data if k not in known):
+        r.problems.append(f"{path}.{name} is not a field (known: {', '.join(known)})")
+
+
+def _rate(r: _Reader, data: Mapping[str, Any], path: str) -> Rate | None:
+    found = r.section(data, path)
+    if not found:
+        return None
+    before = len(r.problems)
+    _unknown(r, found, path, ("limit", "periodSeconds", "burst"))
+    limit = r.integer(found, f"{path}.limit", None, minimum=1)
+    if limit is None and "limit" not in found:
+        r.problems.append(f"{path}.limit is required")
+    period = r.req_int(found, f"{path}.periodSeconds", 1, minimum=1)
+    burst = r.integer(found, f"{path}.burst", None, minimum=1)
+    if len(r.problems) > before or limit is None:
+        return None
+    return Rate(limit, float(period), burst)
+
+
+def _part(
+    r: _Reader, data: Mapping[str, Any], path: str, name: str
+) -> tuple[Rate | None, int | None] | None:
+    """A {rate, concurrency} object (a type's or the keys'), None when absent or wrong."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        r.problems.append(f"{path} must be an object, not {_kind(value)}")
+        return None
+    before = len(r.problems)
+    _unknown(r, value, path, ("rate", "concurrency"))
+    rate = _rate(r, value, f"{path}.rate")
+    concurrency = r.integer(value, f"{path}.concurrency", None, minimum=1)
+    if len(r.problems) > before:
+        return None
+    return rate, concurrency
 
 
 def parse_schedules(value: Any, path: str = "spec.schedules") -> tuple[Schedule, ...]:

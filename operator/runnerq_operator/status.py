@@ -11,13 +11,16 @@ __all__ = ["depth_status", "queue_status"]
 
 
 def depth_status(depth: Depth) -> dict[str, int]:
-    return {
+    found = {
         "ready": depth.ready,
         "inFlight": depth.in_flight,
         "scheduled": depth.scheduled,
         "dueSoon": depth.due_soon,
         "deadLetter": depth.dead_letter,
     }
+    if depth.eligible is not None:
+        found["eligible"] = depth.eligible
+    return found
 
 
 def queue_status(

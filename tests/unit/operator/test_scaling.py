@@ -13,6 +13,7 @@ from runnerq_operator.scaling import (
     Stabilizer,
     deletion_costs,
     lease_holders,
+    limit_ceiling,
     recommend,
     scale_down_floor,
     workload,
@@ -160,3 +161,105 @@ def test_poll_ticks_are_shared_by_queues_with_the_same_interval() -> None:
     assert next_tick(15.0, 5) == 20
     # Queues created at different moments land on the same ticks.
     assert {next_tick(t, 5) for t in (10.1, 11.7, 13.2, 14.9)} == {15}
+
+
+# -- limits (issue 18): scale on eligible work only ------------------------------------
+
+
+def test_a_capped_queue_gets_no_more_than_its_concurrency_needs() -> None:
+    """Concurrency 20 at 5 per pod: 4 replicas, though 10,000 are ready."""
+    policy = ScalingSpec(max_replicas=50, target_per_replica=5)
+    depth = Depth(ready=10_000, in_flight=20, eligible=0, max_running=20)
+    decision = recommend(depth, policy, per_pod=5)
+    assert decision.replicas == 4 == limit_ceiling(depth, 5)
+    assert decision.limited_by == "limits"
+    assert decision.by_depth == 50
+    # From zero: the free slots are eligible, the rest of the backlog is not.
+    assert recommend(replace(depth, in_flight=0, eligible=20), policy, per_pod=5).replicas == 4
+
+
+def test_a_rate_held_backlog_counts_what_runs_and_what_may_start() -> None:
+    """Rate 10/s, activities of ~3 s: about 30 in flight (Little's law) and a few tokens;
+    the 5,000 held back add nothing."""
+    policy = ScalingSpec(max_replicas=100, target_per_replica=10)
+    depth = Depth(ready=5000, in_flight=30, eligible=2)
+    assert workload(depth, policy) == 32
+    assert recommend(depth, policy).replicas == 4
+    assert recommend(depth, policy).limited_by == "limits"
+    # No token now, nothing running: the backlog still keeps one pod (the rate lets it in).
+    assert recommend(Depth(ready=5000, eligible=0), policy).replicas == 1
+    # Nothing ready: nothing to keep.
+    assert recommend(Depth(eligible=5), policy).replicas == 0
+
+
+def test_no_limits_scale_as_before() -> None:
+    depth = Depth(ready=500, in_flight=20)
+    assert workload(depth, POLICY) == workload(depth, POLICY, limits=False) == 520
+    decision = recommend(depth, POLICY, per_pod=1)
+    assert decision.replicas == decision.by_depth == 10
+    assert decision.limited_by == "max"
+
+
+def test_limits_that_do_not_bind_say_nothing() -> None:
+    depth = Depth(ready=30, in_flight=5, eligible=30, max_running=1000)
+    decision = recommend(depth, POLICY, per_pod=50)
+    assert decision.replicas == 1
+    assert decision.limited_by is None
+
+
+@given(
+    ready=st.integers(0, 100_000),
+    in_flight=st.integers(0, 2_000),
+    eligible=st.one_of(st.none(), st.integers(0, 1_000)),
+    cap=st.one_of(st.none(), st.integers(1, 1_000)),
+    per_pod=st.integers(1, 100),
+    low=st.integers(0, 5),
+    span=st.integers(0, 200),
+    threshold=st.integers(0, 50),
+    extra=st.integers(0, 100_000),
+)
+def test_limit_properties(
+    ready: int,
+    in_flight: int,
+    eligible: int | None,
+    cap: int | None,
+    per_pod: int,
+    low: int,
+    span: int,
+    threshold: int,
+    extra: int,
+) -> None:
+    policy = ScalingSpec(
+        min_replicas=low,
+        max_replicas=max(1, low + span),
+        target_per_replica=per_pod,
+        activation_threshold=threshold,
+    )
+    if cap is not None and eligible is None:
+        eligible = max(0, min(ready, cap - in_flight))
+    depth = Depth(ready=ready, in_flight=in_flight, eligible=eligible, max_running=cap)
+    decision = recommend(depth, policy, per_pod=per_pod)
+    # Within min/max, and never more than the depth alone asks for.
+    assert policy.min_replicas <= decision.replicas <= policy.max_replicas
+    assert decision.by_depth is not None and decision.replicas <= decision.by_depth
+    assert (
+        decision.by_depth
+        == recommend(replace(depth, eligible=None, max_running=None), policy).replicas
+    )
+    # A concurrency cap C: no more than ceil(C / per-pod concurrency) (or min, or 1 for what runs).
+    if cap is not None:
+        ceiling = math.ceil(cap / per_pod)
+        assert decision.replicas <= max(ceiling, policy.min_replicas, 1 if in_flight else 0)
+    # A backlog the limits hold back adds no pods: more ready, same eligible, same replicas.
+    if eligible is not None:
+        more = recommend(replace(depth, ready=ready + extra), policy, per_pod=per_pod)
+        if ready >= max(eligible, 1):  # the backlog already exceeds what may start
+            assert more.replicas == decision.replicas
+    # Activities running keep a pod.
+    if in_flight > 0:
+        assert decision.replicas >= 1
+    # Anything ready keeps a pod too when active (the limits let it through in time).
+    if ready > 0 and threshold == 0 and (cap is None or cap > 0):
+        assert decision.replicas >= min(1, policy.max_replicas)
+    if decision.limited_by == "limits":
+        assert decision.replicas < decision.by_depth

@@ -1,0 +1,85 @@
+"""The operator's side of limits against a real redis-server: spec.limits written into the
+queue's configuration (and removed), read back by the engine, and the depth read telling
+the autoscaler what the limits let start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from runnerq_operator.redis_queues import (
+    DepthQuery,
+    RedisPools,
+    read_depths,
+    write_queue_config,
+)
+from runnerq_operator.redis_target import RedisTarget
+from runnerq_operator.scaling import recommend
+from runnerq_operator.spec import QueueConfigSpec, ScalingSpec, parse_limits
+
+from runnerq import ActivityClient, Limits
+from runnerq.keys import QueueKeys
+from runnerq.worker import new_worker_id
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[RedisPools]:
+    p = RedisPools()
+    yield p
+    await p.aclose()
+
+
+async def test_spec_limits_reach_the_engine_and_leave_with_the_spec(
+    redis_url: str, queue_name: str, pools: RedisPools
+) -> None:
+    redis = pools.client(RedisTarget(redis_url))
+    limits = parse_limits({"concurrency": 5, "types": {"pdf": {"rate": {"limit": 2}}}})
+    await write_queue_config(redis, queue_name, QueueConfigSpec(max_retries=3, limits=limits))
+    async with ActivityClient(redis_url, queue_name) as client:
+        assert await client.get_limits() == limits
+        await write_queue_config(redis, queue_name, QueueConfigSpec(max_retries=3))
+        assert await client.get_limits() == Limits()
+    config = await redis.hgetall(QueueKeys(queue_name).config)
+    assert "limits" not in config and config["max_retries"] == "3"
+
+
+async def test_depth_counts_only_what_the_limits_let_start(
+    redis_url: str, queue_name: str, pools: RedisPools
+) -> None:
+    capped, limited, free = (f"{queue_name}-{n}" for n in ("capped", "rate", "free"))
+    for queue, limits in (
+        (capped, parse_limits({"concurrency": 20})),
+        (limited, parse_limits({"rate": {"limit": 1, "periodSeconds": 3600, "burst": 3}})),
+        (free, None),
+    ):
+        async with ActivityClient(redis_url, queue) as client:
+            await client.set_limits(limits)
+            await client.enqueue_many([("t", {"i": i}) for i in range(100)])
+    async with ActivityClient(redis_url, capped) as client:
+        await client.store.claim(8, 60.0, new_worker_id())
+    async with ActivityClient(redis_url, limited) as client:
+        await client.store.claim(10, 60.0, new_worker_id())  # takes the 3 tokens of the burst
+    redis = pools.client(RedisTarget(redis_url))
+    queries = [DepthQuery(q) for q in (capped, limited, free)]
+    capped_d, limited_d, free_d = await read_depths(redis, queries, int(time.time() * 1000))
+
+    assert (capped_d.ready, capped_d.in_flight, capped_d.eligible) == (92, 8, 12)
+    assert capped_d.max_running == 20
+    assert (limited_d.in_flight, limited_d.eligible, limited_d.max_running) == (3, 0, None)
+    assert (free_d.ready, free_d.eligible, free_d.max_running) == (100, None, None)
+
+    policy = ScalingSpec(max_replicas=50, target_per_replica=5)
+    assert recommend(capped_d, policy, per_pod=5).replicas == 4  # ceil(20 / 5), not 20
+    assert recommend(limited_d, policy, per_pod=5).replicas == 1  # what runs, not 97 ready
+    assert recommend(free_d, policy, per_pod=5).replicas == 20
+
+
+async def test_unreadable_limits_scale_as_none(
+    redis_url: str, queue_name: str, pools: RedisPools
+) -> None:
+    """The claim takes limits it cannot read as none; so does the autoscaler."""
+    redis = pools.client(RedisTarget(redis_url))
+    await redis.hset(QueueKeys(queue_name).config, "limits", "{not json")
+    (depth,) = await read_depths(redis, [DepthQuery(queue_name)], int(time.time() * 1000))
+    assert depth.eligible is None and depth.max_running is None
