@@ -56,6 +56,11 @@ class QueueKeys:
     # each activity leased by the claim's limited path, until its lease ends.
     limit_state: str = field(init=False)
     limited: str = field(init=False)
+    # Activities with a limit key: their ready set (fair between keys), id -> key while they
+    # are not finished, and each key's last virtual start time (docs/limits.md).
+    kready: str = field(init=False)
+    keyof: str = field(init=False)
+    kvt: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -80,6 +85,9 @@ class QueueKeys:
             "schedules",
             "schedule_next",
             "limited",
+            "kready",
+            "keyof",
+            "kvt",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "limit_state", base + "limits")

@@ -231,9 +231,10 @@ class Limits:
 class LimitStats:
     """What the limits are doing (``QueueStore.limit_stats``).
 
-    ``throttled_queue`` and ``throttled_by_type`` count claims that the queue's own limits,
-    or a type's, held back (one per claim and limit, not one per activity left pending);
-    ``running_by_type`` the leases taken under limits that have not ended, by type;
+    ``throttled_queue``, ``throttled_by_type`` and ``throttled_by_key`` count claims that
+    the queue's own limits, a type's or a key's held back (one per claim and limit, not one
+    per activity left pending); ``running_by_type`` and ``running_by_key`` the leases taken
+    under limits that have not ended;
     ``held_types`` the types a handler held back (``RateLimitedError``), with the seconds
     left, and ``holds_by_type`` how often handlers asked for a hold of each type;
     ``eligible`` how many pending activities the queue's own rate and concurrency would let
@@ -245,10 +246,13 @@ class LimitStats:
     held_types: dict[str, float] = field(default_factory=dict)
     eligible: int = 0
     holds_by_type: dict[str, int] = field(default_factory=dict)
+    throttled_by_key: dict[str, int] = field(default_factory=dict)
+    running_by_key: dict[str, int] = field(default_factory=dict)
 
     @property
     def throttled(self) -> int:
-        return self.throttled_queue + sum(self.throttled_by_type.values())
+        by_key = sum(self.throttled_by_key.values())
+        return self.throttled_queue + sum(self.throttled_by_type.values()) + by_key
 
     @classmethod
     def read(
@@ -259,6 +263,8 @@ class LimitStats:
         in_use: dict[str, int] = {}
         held: dict[str, float] = {}
         holds: dict[str, int] = {}
+        by_key: dict[str, int] = {}
+        key_use: dict[str, int] = {}
         throttled_queue = 0
         eligible = pending
         for name, value in state.items():
@@ -269,6 +275,11 @@ class LimitStats:
                     by_type[name[4:]] = int(value)
                 elif name.startswith("t:h:"):
                     holds[name[4:]] = int(value)
+                elif name.startswith("t:k:"):
+                    by_key[name[4:]] = int(value)
+                elif name.startswith("ck:"):
+                    if int(value) > 0:
+                        key_use[name[3:]] = int(value)
                 elif name.startswith("c:"):
                     if int(value) > 0:
                         in_use[name[2:]] = int(value)
@@ -280,7 +291,7 @@ class LimitStats:
             eligible = min(eligible, max(0, limits.concurrency - running))
         if limits.rate is not None:
             eligible = min(eligible, int(_tokens(state.get("b:q"), limits.rate, now_ms)))
-        return cls(throttled_queue, by_type, in_use, held, max(0, eligible), holds)
+        return cls(throttled_queue, by_type, in_use, held, max(0, eligible), holds, by_key, key_use)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -291,6 +302,8 @@ class LimitStats:
             "held_types": dict(self.held_types),
             "eligible": self.eligible,
             "holds_by_type": dict(self.holds_by_type),
+            "throttled_by_key": dict(self.throttled_by_key),
+            "running_by_key": dict(self.running_by_key),
         }
 
 

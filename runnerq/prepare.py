@@ -120,4 +120,4 @@ def check_type(activity_type: object) -> None:
 def _head(options: ActivityOption) -> str:
     due_at = options.run_at.timestamp() if options.run_at is not None else None
     keyed = options.idempotency_key is not None
-    return enqueue_head(options.priority, options.delay or 0.0, due_at, keyed)
+    return enqueue_head(options.priority, options.delay or 0.0, due_at, keyed, options.limit_key)

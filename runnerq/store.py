@@ -62,17 +62,23 @@ class EnqueueItem:
 
 
 def enqueue_head(
-    priority: ActivityPriority, delay: float, due_at: float | None, keyed: bool
+    priority: ActivityPriority,
+    delay: float,
+    due_at: float | None,
+    keyed: bool,
+    limit_key: str | None = None,
 ) -> str:
-    """How the enqueue script is to add an activity: "rank:delay:due_at:keyed". Activities
-    with the same options share it, and a run of them goes to the script as one group.
+    """How the enqueue script is to add an activity: "rank:delay:due_at:keyed", and a tab and
+    the limit key when it has one. Activities with the same options share it, and a run of
+    them goes to the script as one group.
 
     ``delay`` is in seconds from when Redis runs the script; ``due_at`` (epoch seconds by the
     Redis clock) overrides it; ``keyed`` says the activity has an idempotency key."""
-    if due_at is None and not delay and not keyed:
+    if due_at is None and not delay and not keyed and limit_key is None:
         return _READY_NOW[priority._value_]
     due_ms = _ms(due_at) if due_at is not None else 0
-    return f"{priority.rank}:{_ms(delay)}:{due_ms}:{int(keyed)}"
+    head = f"{priority.rank}:{_ms(delay)}:{due_ms}:{int(keyed)}"
+    return head if limit_key is None else f"{head}\t{limit_key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,7 @@ class QueueStore:
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
         # keys come next) the same packed once.
         self._enqueue_keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
+        self._enqueue_keys += [k.kready, k.keyof, k.kvt]
         self._enqueue_args: list[Any] = [NOTIFY_CAP, _ms(settings.idempotency_ttl)]
         self._enqueue_prefix = CommandPrefix(
             [
@@ -294,6 +301,8 @@ class QueueStore:
                     k.redeliveries,
                     k.limit_state,
                     k.limited,
+                    k.kready,
+                    k.keyof,
                 ],
                 args=[
                     activity_id,
@@ -327,6 +336,9 @@ class QueueStore:
                 k.redeliveries,
                 k.limit_state,
                 k.limited,
+                k.kready,
+                k.keyof,
+                k.kvt,
             ],
             [count, _ms(lease), worker_id],
         )
@@ -410,7 +422,7 @@ class QueueStore:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
-        keys += [k.limit_state, k.limited, k.notify]
+        keys += [k.limit_state, k.limited, k.notify, k.keyof]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [
             self._result_ttl_ms,
@@ -478,6 +490,7 @@ class QueueStore:
                 k.limit_state,
                 k.limited,
                 k.notify,
+                k.keyof,
             ],
             [
                 activity_id,
@@ -525,6 +538,8 @@ class QueueStore:
                     k.stats,
                     k.limit_state,
                     k.limited,
+                    k.kready,
+                    k.keyof,
                 ],
                 args=args,
             )
@@ -535,7 +550,17 @@ class QueueStore:
         activity, seconds to the next schedule tick: 0 when one is due), None for none."""
         k = self.keys
         moved, next_due, next_tick = await self.scripts.promote_due(
-            keys=[k.scheduled, k.ready, k.jobs, k.seq, k.notify, k.schedule_next],
+            keys=[
+                k.scheduled,
+                k.ready,
+                k.jobs,
+                k.seq,
+                k.notify,
+                k.schedule_next,
+                k.kready,
+                k.keyof,
+                k.kvt,
+            ],
             args=[limit, NOTIFY_CAP],
         )
         next_due, next_tick = int(next_due), int(next_tick)
@@ -560,6 +585,8 @@ class QueueStore:
                     k.redeliveries,
                     k.limit_state,
                     k.limited,
+                    k.kready,
+                    k.keyof,
                 ],
                 args=[limit, NOTIFY_CAP],
             )
@@ -600,8 +627,17 @@ class QueueStore:
                 k.stats,
                 k.result(activity_id),
                 k.redeliveries,
+                k.kready,
+                k.keyof,
+                k.kvt,
             ],
-            args=[activity_id, record.encode(), record.priority.rank, NOTIFY_CAP],
+            args=[
+                activity_id,
+                record.encode(),
+                record.priority.rank,
+                NOTIFY_CAP,
+                record.limit_key or "",
+            ],
         )
         return bool(int(done))
 
@@ -623,7 +659,16 @@ class QueueStore:
             for p in ActivityPriority:
                 low = p.rank * SEQ_SPAN
                 pipe.zcount(k.ready, low, f"({low + SEQ_SPAN}")
+            # Activities with a limit key wait in a ready set of their own (docs/limits.md).
+            pipe.zcard(k.kready)
+            for p in ActivityPriority:
+                low = p.rank * SEQ_SPAN
+                pipe.zcount(k.kready, low, f"({low + SEQ_SPAN}")
             res = await pipe.execute()
+        n = len(ActivityPriority)
+        res[0] += res[6 + n]
+        res[6 : 6 + n] = [a + b for a, b in zip(res[6 : 6 + n], res[7 + n :], strict=True)]
+        del res[6 + n :]
         counters: dict[str, str] = res[4] or {}
 
         def counter(name: str) -> int:
@@ -700,9 +745,14 @@ class QueueStore:
             pipe.zcard(k.ready)
             pipe.zcard(k.inflight)
             pipe.time()
-            state, limits_raw, pending, running, now = await pipe.execute()
+            pipe.zcard(k.kready)
+            state, limits_raw, pending, running, now, keyed = await pipe.execute()
         limits = Limits() if limits_raw is None else Limits.from_json(str(limits_raw))
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         return LimitStats.read(
-            {str(a): str(b) for a, b in state.items()}, limits, int(pending), int(running), now_ms
+            {str(a): str(b) for a, b in state.items()},
+            limits,
+            int(pending) + int(keyed),
+            int(running),
+            now_ms,
         )

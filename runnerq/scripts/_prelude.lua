@@ -63,20 +63,37 @@ end
 
 -- Limits (docs/limits.md): a lease the claim took under limits has a token whose sequence
 -- starts with '~' ("<worker id>:~<seq>": the worker id stays as it was, for the operator),
--- and its type in the `limited` hash; ending it gives the type's slot back in the limit
--- state hash. Returns 1 when it did, else 0. Leases taken with no limits cost nothing.
+-- and "<type>\t<limit key or ''>" in the `limited` hash; ending it gives the type's and the
+-- key's slots back in the limit state hash. Leases taken with no limits cost nothing.
 local function limited_token(token)
   return type(token) == 'string' and string.find(token, ':~', 1, true) ~= nil
 end
 
-local function give_back(state, limited, id)
-  local t = redis.call('HGET', limited, id)
-  if not t then
+local function release_slot(state, field)
+  if redis.call('HINCRBY', state, field, -1) <= 0 then
+    redis.call('HDEL', state, field)
+  end
+end
+
+-- Returns 1 when the lease of `id` was taken under limits (and its slots are given back),
+-- else 0. `keyof` given: the activity is finished, its limit key is forgotten too.
+local function give_back(state, limited, id, keyof)
+  local v = redis.call('HGET', limited, id)
+  if not v then
     return 0
   end
   redis.call('HDEL', limited, id)
-  if redis.call('HINCRBY', state, 'c:' .. t, -1) <= 0 then
-    redis.call('HDEL', state, 'c:' .. t)
+  local tab = string.find(v, '\t', 1, true)
+  local t, k = v, ''
+  if tab then
+    t, k = string.sub(v, 1, tab - 1), string.sub(v, tab + 1)
+  end
+  release_slot(state, 'c:' .. t)
+  if k ~= '' then
+    release_slot(state, 'ck:' .. k)
+    if keyof then
+      redis.call('HDEL', keyof, id)
+    end
   end
   return 1
 end
@@ -85,4 +102,16 @@ end
 local function wake_one(notify, cap)
   redis.call('LPUSH', notify, '1')
   redis.call('LTRIM', notify, 0, cap - 1)
+end
+
+-- Fair queuing between limit keys (docs/limits.md): each key's activities get consecutive
+-- virtual start times from max(the key's last + 1, the virtual clock), the clock being the
+-- latest virtual time claimed; the keyed ready set is ordered by rank, then virtual time, so
+-- a key with a long backlog and one that just came interleave. `kvt` holds each key's last
+-- time and, under "\tclock" (keys hold no tab), the clock. Returns the next score for `key`.
+local function fair_score(kvt, key, rank)
+  local clock = tonumber(redis.call('HGET', kvt, '\tclock') or '0')
+  local vt = math.max(tonumber(redis.call('HGET', kvt, key) or '0') + 1, clock)
+  redis.call('HSET', kvt, key, vt)
+  return ready_score(rank, vt)
 end

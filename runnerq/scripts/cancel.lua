@@ -10,6 +10,7 @@
 -- KEYS[7] result     STRING the activity's terminal document (TTL)
 -- KEYS[8] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[9] limit_state HASH limits' state, KEYS[10] limited HASH id -> type (docs/limits.md)
+-- KEYS[11] kready ZSET ready activities with a limit key, KEYS[12] keyof HASH id -> limit key
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
 -- ARGV[4] channel for terminal activities, ARGV[5] channel that tells workers to stop a handler
@@ -24,7 +25,7 @@ if redis.call('HEXISTS', jobs, id) == 0 then
   return 0
 end
 local state
-if redis.call('ZREM', ready, id) == 1 then
+if redis.call('ZREM', ready, id) == 1 or redis.call('ZREM', KEYS[11], id) == 1 then
   state = 1
 elseif redis.call('ZREM', scheduled, id) == 1 then
   state = 2
@@ -39,6 +40,7 @@ else
 end
 redis.call('HDEL', jobs, id)
 redis.call('HDEL', KEYS[8], id)
+redis.call('HDEL', KEYS[12], id)
 redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
 redis.call('HINCRBY', stats, 'cancelled', 1)
 redis.call('PUBLISH', ARGV[4], id)

@@ -12,7 +12,10 @@
 -- KEYS[8] redeliveries HASH id -> times its lease expired
 -- KEYS[9] limit_state HASH token buckets ("b:q", "b:t:<type>": "tokens:ms"), leases per type
 --                     ("c:<type>"), holds ("h:<type>": until ms), throttled counts ("t:...")
--- KEYS[10] limited  HASH  id -> type, for leases taken by the limited path
+-- KEYS[10] limited  HASH  id -> "<type>\t<limit key>", for leases taken by the limited path
+-- KEYS[11] kready   ZSET  ready activities with a limit key: rank, then virtual start time
+-- KEYS[12] keyof    HASH  id -> limit key
+-- KEYS[13] kvt      HASH  "\tclock": the latest virtual time claimed (fair queuing)
 --
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)
@@ -35,6 +38,7 @@ end
 local ready, inflight, leases, jobs, config, notify, seq, redeliveries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local state, limited = KEYS[9], KEYS[10]
+local kready, keyof, kvt = KEYS[11], KEYS[12], KEYS[13]
 local want = tonumber(ARGV[1])
 
 -- Lease `ids` (taken out of ready already) with `token`; returns the reply.
@@ -88,11 +92,17 @@ local function bucket(field, rate, now)
       tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
     end
   end
-  return { tokens = tokens, field = field, per_ms = per_ms }
+  return { tokens = tokens, field = field, per_ms = per_ms, burst = burst }
 end
 
+-- A bucket that is full again is forgotten (what is not stored reads as full): the state
+-- hash does not keep a field for every key ever seen.
 local function save(b, now, used)
-  redis.call('HSET', state, b.field, string.format('%.6f', b.tokens - used) .. ':' .. now)
+  if b.tokens - used >= b.burst then
+    redis.call('HDEL', state, b.field)
+  else
+    redis.call('HSET', state, b.field, string.format('%.6f', b.tokens - used) .. ':' .. now)
+  end
 end
 
 -- ms until bucket b holds one token more than `used`.
@@ -121,12 +131,53 @@ local function type_of(record)
   return ''
 end
 
+-- The candidates of a scan, in the order a claim takes them: by priority; within a level,
+-- one from the ready set and one from the keyed ready set in turn (each in its own order:
+-- FIFO, and fair between keys). Returns a list of {id, score, keyed}.
+local function merged(plain, keyed)
+  local out = {}
+  local i, j, turn = 1, 1, false
+  while i <= #plain or j <= #keyed do
+    local take_keyed
+    if i > #plain then
+      take_keyed = true
+    elseif j > #keyed then
+      take_keyed = false
+    else
+      local ra = math.floor(tonumber(plain[i + 1]) / SEQ_SPAN)
+      local rb = math.floor(tonumber(keyed[j + 1]) / SEQ_SPAN)
+      if ra ~= rb then
+        take_keyed = rb < ra
+      else
+        take_keyed = turn
+        turn = not turn
+      end
+    end
+    if take_keyed then
+      out[#out + 1] = { keyed[j], tonumber(keyed[j + 1]), true }
+      j = j + 2
+    else
+      out[#out + 1] = { plain[i], tonumber(plain[i + 1]), false }
+      i = i + 2
+    end
+  end
+  return out
+end
+
+local function min_wait(wait, w)
+  if w <= 0 then
+    return wait
+  end
+  return (wait == 0) and w or math.min(wait, w)
+end
+
 local function limited_claim(lim, now, held_until)
   local throttled = {}
   local allowed = want
   local wait = 0
   local pending = redis.call('ZCARD', ready)
-  if pending == 0 then
+  local kpending = redis.call('ZCARD', kready)
+  if pending + kpending == 0 then
     return nil
   end
   local cap = tonumber(lim['concurrency'])
@@ -141,16 +192,20 @@ local function limited_claim(lim, now, held_until)
       wait = refill_wait(qb, math.max(allowed, 0))
     end
   end
-  if allowed < math.min(want, pending) then
+  if allowed < math.min(want, pending + kpending) then
     throttled[#throttled + 1] = 't:q'
   end
   local types = lim['types']
   if type(types) ~= 'table' then
     types = {}
   end
-  local ids, of_type, taken = {}, {}, {}
+  local klim = lim['keys']
+  if type(klim) ~= 'table' then
+    klim = {}
+  end
+  local ids, of_type, of_key, taken, ktaken = {}, {}, {}, {}, {}
   if allowed > 0 then
-    if next(types) == nil and held_until <= now then
+    if kpending == 0 and next(types) == nil and held_until <= now then
       local popped = redis.call('ZPOPMIN', ready, allowed)
       local recs = {}
       for i = 1, #popped, 2 do
@@ -162,16 +217,39 @@ local function limited_claim(lim, now, held_until)
       for i = 1, #ids do
         local t = type_of(recs[i])
         of_type[i] = t
+        of_key[i] = ''
         taken[t] = (taken[t] or 0) + 1
       end
     else
-      local seen = {} -- type -> {held, running, bucket}
-      local candidates = redis.call('ZRANGE', ready, 0, SCAN - 1)
-      local recs = call_many('HMGET', jobs, candidates)
+      local seen, kseen = {}, {} -- type -> its state, key -> its state, read once a claim
+      local plain = redis.call('ZRANGE', ready, 0, SCAN - 1, 'WITHSCORES')
+      local keyed = {}
+      if kpending > 0 then
+        keyed = redis.call('ZRANGE', kready, 0, SCAN - 1, 'WITHSCORES')
+      end
+      local candidates = merged(plain, keyed)
+      local cids, kids = {}, {}
+      for i = 1, #candidates do
+        cids[i] = candidates[i][1]
+        if candidates[i][3] then
+          kids[#kids + 1] = candidates[i][1]
+        end
+      end
+      local recs = call_many('HMGET', jobs, cids)
+      local keys_of = {}
+      if #kids > 0 then
+        local found = call_many('HMGET', keyof, kids)
+        for i = 1, #kids do
+          keys_of[kids[i]] = found[i] or ''
+        end
+      end
+      local from_ready, from_kready = {}, {}
+      local clock = nil
       for i = 1, #candidates do
         if #ids >= allowed then
           break
         end
+        local id = cids[i]
         local t = type_of(recs[i])
         local s = seen[t]
         if not s then
@@ -180,7 +258,7 @@ local function limited_claim(lim, now, held_until)
           local h = redis.call('HGET', state, 'h:' .. t)
           s.held = h and tonumber(h) > now
           if s.held then
-            wait = (wait == 0) and (tonumber(h) - now) or math.min(wait, tonumber(h) - now)
+            wait = min_wait(wait, tonumber(h) - now)
           end
           if s.tl['concurrency'] then
             s.running = math.max(0, tonumber(redis.call('HGET', state, 'c:' .. t) or '0'))
@@ -197,24 +275,75 @@ local function limited_claim(lim, now, held_until)
         end
         if ok and s.b and s.b.tokens - used < 1 then
           ok = false
-          local w = refill_wait(s.b, used)
-          wait = (wait == 0) and w or math.min(wait, w)
+          wait = min_wait(wait, refill_wait(s.b, used))
+        end
+        if not ok then
+          if not s.counted then
+            s.counted = true
+            throttled[#throttled + 1] = 't:t:' .. t
+          end
+        end
+        local k = keys_of[id] or ''
+        local kused = 0
+        if ok and k ~= '' and (klim['concurrency'] or type(klim['rate']) == 'table') then
+          local ks = kseen[k]
+          if not ks then
+            ks = {}
+            if klim['concurrency'] then
+              ks.running = math.max(0, tonumber(redis.call('HGET', state, 'ck:' .. k) or '0'))
+            end
+            if type(klim['rate']) == 'table' then
+              ks.b = bucket('b:k:' .. k, klim['rate'], now)
+            end
+            kseen[k] = ks
+          end
+          kused = ktaken[k] or 0
+          if ks.running and ks.running + kused >= tonumber(klim['concurrency']) then
+            ok = false
+          end
+          if ok and ks.b and ks.b.tokens - kused < 1 then
+            ok = false
+            wait = min_wait(wait, refill_wait(ks.b, kused))
+          end
+          if not ok and not ks.counted then
+            ks.counted = true
+            throttled[#throttled + 1] = 't:k:' .. k
+          end
         end
         if ok then
-          ids[#ids + 1] = candidates[i]
+          ids[#ids + 1] = id
           of_type[#ids] = t
+          of_key[#ids] = k
           taken[t] = used + 1
-        elseif not s.counted then
-          s.counted = true
-          throttled[#throttled + 1] = 't:t:' .. t
+          if candidates[i][3] then
+            from_kready[#from_kready + 1] = id
+            if k ~= '' then
+              ktaken[k] = kused + 1
+            end
+            local vt = candidates[i][2] % SEQ_SPAN
+            clock = clock and math.max(clock, vt) or vt
+          else
+            from_ready[#from_ready + 1] = id
+          end
         end
       end
-      if #ids > 0 then
-        call_many('ZREM', ready, ids)
+      if #from_ready > 0 then
+        call_many('ZREM', ready, from_ready)
+      end
+      if #from_kready > 0 then
+        call_many('ZREM', kready, from_kready)
+      end
+      if clock and clock > tonumber(redis.call('HGET', kvt, '\tclock') or '0') then
+        redis.call('HSET', kvt, '\tclock', clock)
       end
       for t, s in pairs(seen) do
         if s.b then
           save(s.b, now, taken[t] or 0)
+        end
+      end
+      for k, ks in pairs(kseen) do
+        if ks.b then
+          save(ks.b, now, ktaken[k] or 0)
         end
       end
     end
@@ -235,10 +364,13 @@ local function limited_claim(lim, now, held_until)
   for t, n in pairs(taken) do
     redis.call('HINCRBY', state, 'c:' .. t, n)
   end
+  for k, n in pairs(ktaken) do
+    redis.call('HINCRBY', state, 'ck:' .. k, n)
+  end
   local types_of = {}
   for i = 1, #ids do
     types_of[#types_of + 1] = ids[i]
-    types_of[#types_of + 1] = of_type[i]
+    types_of[#types_of + 1] = of_type[i] .. '\t' .. of_key[i]
   end
   call_many('HSET', limited, types_of)
   if #throttled > 0 then
@@ -256,21 +388,22 @@ if paused == '1' or paused == 'true' then
 end
 
 local now = now_ms()
--- Limits, or a type held back by a handler (RateLimitedError) until a time not yet past.
-if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) then
+-- Limits, a type held back by a handler (RateLimitedError) until a time not yet past, or
+-- activities with a limit key (in a ready set of their own): the limited path.
+if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) or redis.call('ZCARD', kready) > 0 then
   local ok, lim = true, {}
   if cfg[2] then
     ok, lim = pcall(cjson.decode, cfg[2])
   end
-  if ok and type(lim) == 'table' then
-    local out = limited_claim(lim, now, tonumber(cfg[3] or '0') or 0)
-    if out then
-      return out
-    end
-    drop_ready_tokens(notify)
-    return { now, '', {}, 0 }
+  if not ok or type(lim) ~= 'table' then
+    lim = {} -- limits that are not JSON (written by hand): claimed as if there were none
   end
-  -- Limits that are not JSON (written by hand): claimed as if there were none.
+  local out = limited_claim(lim, now, tonumber(cfg[3] or '0') or 0)
+  if out then
+    return out
+  end
+  drop_ready_tokens(notify)
+  return { now, '', {}, 0 }
 end
 
 local popped = redis.call('ZPOPMIN', ready, want)

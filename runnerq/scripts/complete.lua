@@ -9,7 +9,8 @@
 -- KEYS[7] limit_state HASH  limits' state (slots per type given back, docs/limits.md)
 -- KEYS[8] limited   HASH  id -> type of leases taken under limits
 -- KEYS[9] notify    LIST  wake-up tokens (one when a slot under limits is given back)
--- KEYS[10..] result key of each activity, in the order of ARGV[5..]
+-- KEYS[10] keyof    HASH  id -> limit key (forgotten for those taken under limits)
+-- KEYS[11..] result key of each activity, in the order of ARGV[5..]
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
@@ -36,9 +37,9 @@ for i = 5, #ARGV do
   -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
   if not seen[id] and redis.call('HGET', leases, id) == token then
     seen[id] = true
-    redis.call('SET', KEYS[9 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
+    redis.call('SET', KEYS[10 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
     if limited_token(token) then
-      gave = gave + give_back(KEYS[7], KEYS[8], id)
+      gave = gave + give_back(KEYS[7], KEYS[8], id, KEYS[10])
     end
     redis.call('PUBLISH', channel, id)
     finished[#finished + 1] = id

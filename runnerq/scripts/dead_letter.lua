@@ -10,7 +10,7 @@
 -- KEYS[8] seq       STRING counter (dead-letter order)
 -- KEYS[9] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[10] limit_state HASH limits' state, KEYS[11] limited HASH id -> type,
--- KEYS[12] notify LIST wake-up tokens (docs/limits.md)
+-- KEYS[12] notify LIST wake-up tokens, KEYS[13] keyof HASH id -> limit key (docs/limits.md)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
 -- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities,
@@ -29,6 +29,7 @@ redis.call('HDEL', leases, id)
 if limited_token(ARGV[2]) and give_back(KEYS[10], KEYS[11], id) == 1 then
   wake_one(KEYS[12], tonumber(ARGV[8]))
 end
+redis.call('HDEL', KEYS[13], id)
 redis.call('ZREM', inflight, id)
 redis.call('HDEL', jobs, id)
 redis.call('HDEL', KEYS[9], id)

@@ -6,12 +6,15 @@
 -- KEYS[4] notify     LIST  wake-up tokens for idle workers ('1': ready work, 's': schedule changed)
 -- KEYS[5] seq        STRING counter for FIFO order and lease tokens
 -- KEYS[6] stats      HASH  counters
--- KEYS[7..] idempotency keys (STRING id, with a TTL), one for each keyed activity, in order
+-- KEYS[7] kready    ZSET  activities with a limit key, ready: fair between keys
+-- KEYS[8] keyof     HASH  id -> limit key
+-- KEYS[9] kvt       HASH  limit key -> its last virtual start time (fair queuing)
+-- KEYS[10..] idempotency keys (STRING id, with a TTL), one for each keyed activity, in order
 --
 -- ARGV[1] notify cap (tokens kept at most)
 -- ARGV[2] idempotency TTL (ms)
 -- then groups of activities that share their options, each one
---   "rank:delay:due_at:keyed", n, id1, record1, ..., idn, recordn
+--   "rank:delay:due_at:keyed[\t<limit key>]", n, id1, record1, ..., idn, recordn
 -- where delay is in ms (used when due_at is 0), due_at is epoch ms (0: use delay), keyed is 1
 -- when each activity of the group has an idempotency key (the next one in KEYS), and each
 -- record is JSON. A bulk enqueue is one group: its records go to HSET straight from ARGV,
@@ -27,7 +30,8 @@ local idem_ttl = tonumber(ARGV[2])
 local now -- Redis's clock, read only when a group is scheduled (a call less for ready work)
 local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
-local position, key_index = 0, 6
+local position, key_index = 0, 9
+local kready, keyof, kvt = KEYS[7], KEYS[8], KEYS[9]
 
 -- Sequence numbers for every activity of the call at once (those that end up scheduled or
 -- deduplicated leave gaps, which FIFO order does not mind): one call instead of GET + SET.
@@ -42,6 +46,10 @@ local next_seq = redis.call('INCRBY', seq, total) - total
 g = 3
 while g <= #ARGV do
   local r, d, a, keyed = string.match(ARGV[g], '^(%d+):(%d+):(%d+):([01])$')
+  local limit_key = nil
+  if not r then -- a group with a limit key (docs/limits.md)
+    r, d, a, keyed, limit_key = string.match(ARGV[g], '^(%d+):(%d+):(%d+):([01])\t(.+)$')
+  end
   local rank, due, later = tonumber(r), tonumber(a), false
   if due == 0 then
     local delay = tonumber(d)
@@ -54,7 +62,7 @@ while g <= #ARGV do
     later = due > now
   end
   local first, last = g + 2, g + 1 + 2 * tonumber(ARGV[g + 1])
-  local job_args, index_args = {}, {}
+  local job_args, index_args, key_args = {}, {}, {}
   for j = first, last, 2 do
     position = position + 1
     local id = ARGV[j]
@@ -72,8 +80,14 @@ while g <= #ARGV do
       end
     end
     if not existing then
+      if limit_key then
+        key_args[#key_args + 1] = id
+        key_args[#key_args + 1] = limit_key
+      end
       if later then
         index_args[#index_args + 1] = due
+      elseif limit_key then
+        index_args[#index_args + 1] = fair_score(kvt, limit_key, rank)
       else
         next_seq = next_seq + 1
         index_args[#index_args + 1] = ready_score(rank, next_seq)
@@ -91,11 +105,14 @@ while g <= #ARGV do
     end
   end
   if #index_args > 0 then
+    if #key_args > 0 then
+      call_many('HSET', keyof, key_args)
+    end
     if later then
       call_many('ZADD', scheduled, index_args)
       woke_scheduled = 1
     else
-      call_many('ZADD', ready, index_args)
+      call_many('ZADD', limit_key and kready or ready, index_args)
       woke_ready = woke_ready + #index_args / 2
     end
     created = created + #index_args / 2

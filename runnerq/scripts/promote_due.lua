@@ -6,6 +6,8 @@
 -- KEYS[4] seq        STRING counter
 -- KEYS[5] notify     LIST  wake-up tokens
 -- KEYS[6] schedule_next ZSET schedule name -> its next tick (ms)
+-- KEYS[7] kready ZSET, KEYS[8] keyof HASH id -> limit key, KEYS[9] kvt HASH (fair queuing of
+-- activities with a limit key: docs/limits.md)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap
 --
@@ -16,10 +18,16 @@
 local scheduled, ready, jobs, seq, notify = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local any_keyed = #due > 0 and redis.call('HLEN', KEYS[8]) > 0
 for _, id in ipairs(due) do
   redis.call('ZREM', scheduled, id)
   local rank = rank_of(redis.call('HGET', jobs, id))
-  redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
+  local key = any_keyed and redis.call('HGET', KEYS[8], id)
+  if key then
+    redis.call('ZADD', KEYS[7], fair_score(KEYS[9], key, rank), id)
+  else
+    redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
+  end
 end
 if #due > 0 then
   local tokens = {}

@@ -9,6 +9,7 @@
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
 -- KEYS[8] limit_state HASH limits' state, KEYS[9] limited HASH id -> type (docs/limits.md)
+-- KEYS[10] kready ZSET (where activities with a limit key go), KEYS[11] keyof HASH id -> key
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap
 --
@@ -18,6 +19,7 @@ local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], 
 local redeliveries = KEYS[7]
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
 local any_limited = #expired > 0 and redis.call('HLEN', KEYS[9]) > 0
+local any_keyed = #expired > 0 and redis.call('HLEN', KEYS[11]) > 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
   redis.call('HDEL', leases, id)
@@ -25,7 +27,11 @@ for _, id in ipairs(expired) do
     give_back(KEYS[8], KEYS[9], id)
   end
   redis.call('HINCRBY', redeliveries, id, 1)
-  redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
+  local to = ready
+  if any_keyed and redis.call('HEXISTS', KEYS[11], id) == 1 then
+    to = KEYS[10]
+  end
+  redis.call('ZADD', to, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
 end
 if #expired > 0 then
   redis.call('HINCRBY', stats, 'redelivered', #expired)

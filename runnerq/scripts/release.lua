@@ -8,6 +8,7 @@
 -- KEYS[5] notify    LIST  wake-up tokens
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
+-- KEYS[9] kready ZSET (where activities with a limit key go), KEYS[10] keyof HASH id -> key
 --
 -- ARGV[1] notify cap, then pairs: id, lease token
 --
@@ -15,6 +16,7 @@
 
 local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local released = 0
+local any_keyed = redis.call('HLEN', KEYS[10]) > 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('HGET', leases, id) == ARGV[i + 1] then
@@ -23,7 +25,11 @@ for i = 2, #ARGV, 2 do
     if limited_token(ARGV[i + 1]) then
       give_back(KEYS[7], KEYS[8], id)
     end
-    redis.call('ZADD', ready, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
+    local to = ready
+    if any_keyed and redis.call('HEXISTS', KEYS[10], id) == 1 then
+      to = KEYS[9]
+    end
+    redis.call('ZADD', to, ready_score(rank_of(redis.call('HGET', jobs, id)), 0), id)
     released = released + 1
   end
 end

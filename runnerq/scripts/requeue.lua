@@ -9,8 +9,10 @@
 -- KEYS[7] stats   HASH  counters
 -- KEYS[8] result  STRING the old terminal document, removed so new waiters wait again
 -- KEYS[9] redeliveries HASH id -> times its lease expired (reset)
+-- KEYS[10] kready ZSET, KEYS[11] keyof HASH id -> limit key, KEYS[12] kvt HASH (docs/limits.md)
 --
--- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap
+-- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap,
+-- ARGV[5] its limit key ('' for none)
 --
 -- Returns 1, or 0 when the id is not in the dead-letter queue.
 
@@ -24,7 +26,12 @@ redis.call('ZREM', dlq, id)
 redis.call('DEL', result)
 redis.call('HDEL', KEYS[9], id)
 redis.call('HSET', jobs, id, ARGV[2])
-redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[11], id, ARGV[5])
+  redis.call('ZADD', KEYS[10], fair_score(KEYS[12], ARGV[5], tonumber(ARGV[3])), id)
+else
+  redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
+end
 redis.call('HINCRBY', stats, 'requeued', 1)
 redis.call('LPUSH', notify, '1')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[4]) - 1)

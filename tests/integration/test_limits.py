@@ -13,14 +13,16 @@ import redis.asyncio as aioredis
 from runnerq import (
     ActivityClient,
     ActivityContext,
+    ActivityOption,
     ConfigurationError,
+    KeyLimit,
     Limits,
     Rate,
     RateLimitedError,
     TypeLimit,
 )
 from runnerq.keys import QueueKeys
-from runnerq.record import ResultDocument
+from runnerq.record import ActivityRecord, DeadLetterEntry, ResultDocument
 from runnerq.store import Claim, QueueStore
 from tests.conftest import EngineFactory
 
@@ -202,3 +204,90 @@ async def test_a_rate_limited_handler_holds_its_type_back_on_every_worker_withou
     limit_stats = await client.get_limit_stats()
     assert limit_stats.held_types == {}  # the hold is over
     assert limit_stats.holds_by_type == {"remote": 1}
+
+
+def _payloads(claim: Claim) -> list[str]:
+    return [raw.split('"payload":')[1][:-1] for _, raw in claim.items]
+
+
+async def test_keys_share_the_queue_fairly(client: ActivityClient, store: QueueStore) -> None:
+    """A key with a long backlog and keys that came after it interleave (no limits needed)."""
+    await client.enqueue_many([("t", f"a{i}", ActivityOption(limit_key="A")) for i in range(50)])
+    await client.enqueue_many([("t", f"b{i}", ActivityOption(limit_key="B")) for i in range(5)])
+    assert (await client.get_stats()).pending == 55
+    first = _payloads(await _claim(store, 10))
+    assert sorted(first) == sorted([f'"a{i}"' for i in range(5)] + [f'"b{i}"' for i in range(5)])
+    await client.enqueue_many([("t", f"c{i}", ActivityOption(limit_key="C")) for i in range(3)])
+    second = _payloads(await _claim(store, 6))
+    assert sorted(second) == ['"a5"', '"a6"', '"a7"', '"c0"', '"c1"', '"c2"']
+
+
+async def test_per_key_concurrency_and_rate(client: ActivityClient, store: QueueStore) -> None:
+    await client.set_limits(Limits(keys=KeyLimit(concurrency=1)))
+    for key in ("A", "B"):
+        await client.enqueue_many(
+            [("t", f"{key}{i}", ActivityOption(limit_key=key)) for i in range(3)]
+        )
+    await client.execute_activity("t", "free")  # no key: no key limit
+    claim = await _claim(store)
+    assert sorted(_payloads(claim)) == ['"A0"', '"B0"', '"free"']
+    assert (await _claim(store)).items == []
+    limit_stats = await client.get_limit_stats()
+    assert limit_stats.throttled_by_key == {"A": 2, "B": 2}  # one per claim and key
+    assert limit_stats.running_by_key == {"A": 1, "B": 1}
+    assert limit_stats.eligible == 4
+    a0 = next(i for i, raw in claim.items if '"A0"' in raw)
+    await _complete(store, claim, [a0])
+    assert _payloads(await _claim(store)) == ['"A1"']
+    await client.set_limits(Limits(keys=KeyLimit(rate=Rate(1, 60.0))))  # one a minute, each
+    assert sorted(_payloads(await _claim(store))) == ['"A2"', '"B1"']
+    assert (await _claim(store)).items == []
+    assert store.claim_again_in > 50  # the next token of either key
+
+
+async def test_an_activity_with_a_limit_key_goes_back_to_its_own_ready_set(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    """Reaped, released, retried (then promoted), dead-lettered and requeued, cancelled: it is
+    always in the keyed ready set when ready, and its key is forgotten when it ends."""
+    keys = QueueKeys(client.queue_name)
+    await client.set_limits(Limits(keys=KeyLimit(concurrency=1)))
+    future = await client.activity("t").payload(1).limit_key("A").execute()
+    activity_id = future.activity_id
+
+    async def in_keyed_ready() -> None:
+        assert await raw_redis.zscore(keys.kready, activity_id) is not None
+        assert await raw_redis.zscore(keys.ready, activity_id) is None
+        assert (await client.get_stats()).pending == 1
+
+    async def take(lease: float = 30.0) -> Claim:
+        claim = await _claim(store, 10, lease)
+        assert [i for i, _ in claim.items] == [activity_id]
+        return claim
+
+    await in_keyed_ready()
+    await take(0.2)
+    await asyncio.sleep(0.3)
+    assert await store.reap() == 1
+    await in_keyed_ready()
+    claim = await take()
+    assert await store.release([(activity_id, claim.token)]) == 1
+    await in_keyed_ready()
+    claim = await take()
+    record = ActivityRecord.decode(claim.items[0][1])
+    retry = store.retry_call(activity_id, claim.token, record.retried("x").encode(), 0.0)
+    await store.run_calls([retry])
+    await store.promote_due()
+    await in_keyed_ready()
+    claim = await take()
+    entry = DeadLetterEntry(activity_id, "boom", "failed", 1.0, record)
+    await store.run_calls([store.dead_letter_call(activity_id, claim.token, entry)])
+    assert await raw_redis.hget(keys.keyof, activity_id) is None
+    assert await store.requeue(activity_id)
+    await in_keyed_ready()
+    assert await raw_redis.hget(keys.keyof, activity_id) == "A"
+    assert await client.cancel(activity_id)
+    assert await raw_redis.zcard(keys.kready) == 0
+    assert await raw_redis.hlen(keys.keyof) == 0
+    assert await raw_redis.hlen(keys.limited) == 0
+    assert await raw_redis.hget(keys.limit_state, "ck:A") is None

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, Limits, Rate
+from runnerq import ActivityClient, ActivityOption, Limits, Rate
 from runnerq.keys import QueueKeys
 from tests.support.polling import eventually
 from tests.support.processes import terminate
@@ -166,3 +166,25 @@ async def test_limits_changed_while_workers_run_take_effect_at_the_next_claim(
             await asyncio.sleep(0.05)
         await client.set_limits(None)
         await _wait_done(raw_redis, queue_name, 60, timeout=60)
+
+
+async def test_a_key_that_floods_does_not_delay_another_keys_ten(
+    client: ActivityClient, raw_redis: aioredis.Redis, redis_url: str, queue_name: str
+) -> None:
+    """Key A floods 5,000 activities; key B's ten, enqueued afterwards, all start within a
+    second while A is still draining (fair queuing between keys: no limits needed)."""
+    flood = ActivityOption(limit_key="A")
+    await client.enqueue_many([("work", 0.05, flood)] * 5000)
+    with workers(redis_url, queue_name, 2, LIMITS_WORKERS="10"):
+        await _until(lambda: raw_redis.llen(f"done:{queue_name}"), lambda n: n >= 100, 30)
+        seconds, micros = await raw_redis.time()
+        enqueued_at = int(seconds) * 1000 + int(micros) // 1000
+        ten = ActivityOption(limit_key="B")
+        futures = await client.enqueue_many([("work", 0, ten)] * 10)
+        for future in futures:
+            await future.get_result(timeout=10)
+        assert await raw_redis.llen(f"done:{queue_name}") < 4000  # A is still draining
+    b_ids = {f.activity_id for f in futures}
+    starts = {i: ms for ms, i in await _starts(raw_redis, queue_name) if i in b_ids}
+    assert len(starts) == 10
+    assert max(starts.values()) - enqueued_at < 1000, sorted(starts.values())

@@ -111,13 +111,17 @@ def test_limit_stats_read_the_state_hash() -> None:
         "h:pdf": "11000",
         "h:old": "500",
         "t:h:pdf": "3",
+        "t:k:tenant-1": "4",
+        "ck:tenant-1": "2",
         "b:q": "1.5:9000",  # 1.5 tokens at 9000 ms; 10 per s: full (4) by 10000 ms
         "junk": "x",
     }
     stats = LimitStats.read(state, limits, pending=100, running=1, now_ms=10_000)
     assert stats.throttled_queue == 7
     assert stats.throttled_by_type == {"email": 2}
-    assert stats.throttled == 9
+    assert stats.throttled == 13
+    assert stats.throttled_by_key == {"tenant-1": 4}
+    assert stats.running_by_key == {"tenant-1": 2}
     assert stats.running_by_type == {"email": 1}
     assert stats.held_types == {"pdf": 1.0}
     assert stats.holds_by_type == {"pdf": 3}
