@@ -21,7 +21,7 @@
         ├── RetryableError          try again later, with backoff (``ActivityError.retry``)
         ├── NonRetryableError       straight to the dead-letter queue (``ActivityError.non_retry``)
         └── RateLimitedError        the remote side throttled: back after ``retry_after``, no
-                                    retry used; its type held back on every worker meanwhile
+                                    retry used; its type or key held back on every worker
 
 How a handler's outcome maps to what happens next:
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .durations import seconds
 
@@ -212,14 +212,19 @@ class NonRetryableError(ActivityError):
 class RateLimitedError(ActivityError):
     """The remote side said "too many requests": the activity goes back to the queue to run
     after ``retry_after`` (seconds or a timedelta), without using a retry or counting as a
-    failure. With ``hold_type`` (the default) its activity type is held back for that long
-    on every worker (the claim skips it), like BullMQ's manual rate limit; with
-    ``hold_type=False`` only this activity waits."""
+    failure. ``hold`` says what else waits as long, on every worker (the claim skips it),
+    like BullMQ's manual rate limit: ``"type"`` (the default) its activity type, ``"key"``
+    its limit key (``ActivityOption.limit_key``; its type when it has none), ``"activity"``
+    nothing but this activity."""
 
     retryable = True
 
     def __init__(
-        self, retry_after: float | dt.timedelta, message: str = "", *, hold_type: bool = True
+        self,
+        retry_after: float | dt.timedelta,
+        message: str = "",
+        *,
+        hold: Literal["type", "key", "activity"] = "type",
     ) -> None:
         after = seconds(retry_after)
         if after is None or after < 0:
@@ -228,7 +233,9 @@ class RateLimitedError(ActivityError):
             )
         super().__init__(message or f"rate limited: retry after {after:g}s")
         self.retry_after = float(after)
-        self.hold_type = hold_type
+        if hold not in ("type", "key", "activity"):
+            raise ConfigurationError(f"hold must be 'type', 'key' or 'activity', not {hold!r}")
+        self.hold = hold
 
 
 @contextlib.contextmanager

@@ -235,8 +235,9 @@ class LimitStats:
     the queue's own limits, a type's or a key's held back (one per claim and limit, not one
     per activity left pending); ``running_by_type`` and ``running_by_key`` the leases taken
     under limits that have not ended;
-    ``held_types`` the types a handler held back (``RateLimitedError``), with the seconds
-    left, and ``holds_by_type`` how often handlers asked for a hold of each type;
+    ``held_types`` and ``held_keys`` the types and keys a handler held back
+    (``RateLimitedError``), with the seconds left, and ``holds_by_type`` and
+    ``holds_by_key`` how often handlers asked for a hold of each;
     ``eligible`` how many pending activities the queue's own rate and concurrency would let
     start now (per-type limits are not counted in it)."""
 
@@ -248,6 +249,8 @@ class LimitStats:
     holds_by_type: dict[str, int] = field(default_factory=dict)
     throttled_by_key: dict[str, int] = field(default_factory=dict)
     running_by_key: dict[str, int] = field(default_factory=dict)
+    held_keys: dict[str, float] = field(default_factory=dict)
+    holds_by_key: dict[str, int] = field(default_factory=dict)
 
     @property
     def throttled(self) -> int:
@@ -265,6 +268,8 @@ class LimitStats:
         holds: dict[str, int] = {}
         by_key: dict[str, int] = {}
         key_use: dict[str, int] = {}
+        held_keys: dict[str, float] = {}
+        key_holds: dict[str, int] = {}
         throttled_queue = 0
         eligible = pending
         for name, value in state.items():
@@ -277,6 +282,10 @@ class LimitStats:
                     holds[name[4:]] = int(value)
                 elif name.startswith("t:k:"):
                     by_key[name[4:]] = int(value)
+                elif name.startswith("t:hk:"):
+                    key_holds[name[5:]] = int(value)
+                elif name.startswith("hk:") and int(value) > now_ms:
+                    held_keys[name[3:]] = (int(value) - now_ms) / 1000.0
                 elif name.startswith("ck:"):
                     if int(value) > 0:
                         key_use[name[3:]] = int(value)
@@ -291,7 +300,18 @@ class LimitStats:
             eligible = min(eligible, max(0, limits.concurrency - running))
         if limits.rate is not None:
             eligible = min(eligible, int(_tokens(state.get("b:q"), limits.rate, now_ms)))
-        return cls(throttled_queue, by_type, in_use, held, max(0, eligible), holds, by_key, key_use)
+        return cls(
+            throttled_queue,
+            by_type,
+            in_use,
+            held,
+            max(0, eligible),
+            holds,
+            by_key,
+            key_use,
+            held_keys,
+            key_holds,
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -304,6 +324,8 @@ class LimitStats:
             "holds_by_type": dict(self.holds_by_type),
             "throttled_by_key": dict(self.throttled_by_key),
             "running_by_key": dict(self.running_by_key),
+            "held_keys": dict(self.held_keys),
+            "holds_by_key": dict(self.holds_by_key),
         }
 
 

@@ -7,7 +7,7 @@ ran past its timeout); the worker sends it (``acks.AckBatcher``). One small clas
 * ``Retry``: the record with one more attempt counted, and when to run it again;
 * ``DeadLetter``: the dead-letter entry (the record, or the raw text of a corrupt one);
 * ``Throttled``: the handler raised ``RateLimitedError``: back after its delay, no retry
-  used, and the type to hold back meanwhile (docs/limits.md).
+  used, and the type or key to hold back meanwhile (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class Throttled:
     activity_id: str
     token: str
     delay: float  # seconds until it runs again
-    hold: str | None  # the activity type held back for as long, on every worker
+    # What is held back for as long on every worker: "h:<type>", "hk:<limit key>" or None.
+    hold: str | None
 
 
 Ack = Complete | Retry | DeadLetter | Throttled
@@ -98,7 +99,11 @@ def raised(
     ``NonRetryableError`` (dead-lettered at once) or a ``RateLimitedError`` (throttled: back
     after its ``retry_after``, no retry used)."""
     if isinstance(exc, RateLimitedError):
-        hold = record.activity_type if exc.hold_type else None
+        hold: str | None = None
+        if exc.hold == "key" and record.limit_key is not None:
+            hold = f"hk:{record.limit_key}"
+        elif exc.hold != "activity":
+            hold = f"h:{record.activity_type}"
         return Throttled(record.id, token, exc.retry_after, hold)
     if isinstance(exc, NonRetryableError):
         return failed(

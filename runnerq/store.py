@@ -456,7 +456,8 @@ class QueueStore:
         self, activity_id: str, token: str, delay: float, hold: str | None
     ) -> ScriptCall:
         """A handler's ``RateLimitedError``: back to the schedule after ``delay`` seconds with
-        no retry used, and ``hold`` (a type, or None) held back for as long."""
+        no retry used, and ``hold`` ("h:<type>", "hk:<limit key>" or None) held back for as
+        long."""
         k = self.keys
         return ScriptCall(
             self.scripts.throttle,

@@ -285,10 +285,18 @@ local function limited_claim(lim, now, held_until)
         end
         local k = keys_of[id] or ''
         local kused = 0
-        if ok and k ~= '' and (klim['concurrency'] or type(klim['rate']) == 'table') then
+        local key_held = held_until > now
+        if ok and k ~= '' and (klim['concurrency'] or type(klim['rate']) == 'table' or key_held) then
           local ks = kseen[k]
           if not ks then
             ks = {}
+            if key_held then
+              local h = redis.call('HGET', state, 'hk:' .. k)
+              ks.held = h and tonumber(h) > now
+              if ks.held then
+                wait = min_wait(wait, tonumber(h) - now)
+              end
+            end
             if klim['concurrency'] then
               ks.running = math.max(0, tonumber(redis.call('HGET', state, 'ck:' .. k) or '0'))
             end
@@ -298,7 +306,10 @@ local function limited_claim(lim, now, held_until)
             kseen[k] = ks
           end
           kused = ktaken[k] or 0
-          if ks.running and ks.running + kused >= tonumber(klim['concurrency']) then
+          if ks.held then
+            ok = false
+          end
+          if ok and ks.running and ks.running + kused >= tonumber(klim['concurrency']) then
             ok = false
           end
           if ok and ks.b and ks.b.tokens - kused < 1 then

@@ -7,12 +7,13 @@
 -- KEYS[3] scheduled   ZSET  id -> due time (ms)
 -- KEYS[4] stats       HASH  counters ("throttled")
 -- KEYS[5] notify      LIST  wake-up tokens ('s': a scheduler learns the new due time)
--- KEYS[6] limit_state HASH  limits' state ("h:<type>": held until, ms)
+-- KEYS[6] limit_state HASH  limits' state ("h:<type>", "hk:<key>": held until, ms)
 -- KEYS[7] limited     HASH  id -> type of leases taken under limits
 -- KEYS[8] config      HASH  queue configuration ("held_until": the latest hold's end, which
 --                           sends claims to the limited path until then)
 --
--- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] type to hold ('' for none),
+-- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] what to hold: "h:<type>",
+-- "hk:<limit key>" or '' (nothing but this activity),
 -- ARGV[5] notify cap
 --
 -- Returns 1, or 0 when the worker no longer held the lease (nothing changes).
@@ -34,14 +35,14 @@ redis.call('ZADD', scheduled, until_ms, id)
 redis.call('HINCRBY', stats, 'throttled', 1)
 local hold = ARGV[4]
 if hold ~= '' then
-  local field = 'h:' .. hold
+  local field = hold
   if tonumber(redis.call('HGET', state, field) or '0') < until_ms then
     redis.call('HSET', state, field, until_ms)
   end
   if tonumber(redis.call('HGET', config, 'held_until') or '0') < until_ms then
     redis.call('HSET', config, 'held_until', until_ms)
   end
-  redis.call('HINCRBY', state, 't:h:' .. hold, 1)
+  redis.call('HINCRBY', state, 't:' .. hold, 1)
 end
 redis.call('LPUSH', notify, 's')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[5]) - 1)

@@ -291,3 +291,32 @@ async def test_an_activity_with_a_limit_key_goes_back_to_its_own_ready_set(
     assert await raw_redis.hlen(keys.keyof) == 0
     assert await raw_redis.hlen(keys.limited) == 0
     assert await raw_redis.hget(keys.limit_state, "ck:A") is None
+
+
+async def test_a_rate_limited_handler_can_hold_its_key_back_instead(
+    client: ActivityClient, make_engine: EngineFactory, run_engine: Any
+) -> None:
+    engine = make_engine(max_workers=4)
+    starts: list[tuple[str, float]] = []
+    throttled_once = asyncio.Event()
+
+    @engine.activity("call")
+    async def call(payload: str, ctx: ActivityContext) -> str:
+        starts.append((payload, time.monotonic()))
+        if payload == "a0" and not throttled_once.is_set():
+            throttled_once.set()
+            raise RateLimitedError(0.6, hold="key")
+        return payload
+
+    await run_engine(engine)
+    first = await client.activity("call").payload("a0").limit_key("A").execute()
+    await asyncio.wait_for(throttled_once.wait(), 5)
+    held_at = time.monotonic()
+    same_key = await client.activity("call").payload("a1").limit_key("A").execute()
+    other_key = await client.activity("call").payload("b0").limit_key("B").execute()
+    assert await other_key.get_result(timeout=5) == "b0"
+    assert await first.get_result(timeout=5) == "a0"
+    assert await same_key.get_result(timeout=5) == "a1"
+    started = {payload: at - held_at for payload, at in starts[1:]}
+    assert started["b0"] < 0.45 <= min(started["a0"], started["a1"])
+    assert (await client.get_limit_stats()).holds_by_key == {"A": 1}

@@ -113,6 +113,8 @@ def test_limit_stats_read_the_state_hash() -> None:
         "t:h:pdf": "3",
         "t:k:tenant-1": "4",
         "ck:tenant-1": "2",
+        "hk:tenant-2": "10500",
+        "t:hk:tenant-2": "1",
         "b:q": "1.5:9000",  # 1.5 tokens at 9000 ms; 10 per s: full (4) by 10000 ms
         "junk": "x",
     }
@@ -122,6 +124,7 @@ def test_limit_stats_read_the_state_hash() -> None:
     assert stats.throttled == 13
     assert stats.throttled_by_key == {"tenant-1": 4}
     assert stats.running_by_key == {"tenant-1": 2}
+    assert (stats.held_keys, stats.holds_by_key) == ({"tenant-2": 0.5}, {"tenant-2": 1})
     assert stats.running_by_type == {"email": 1}
     assert stats.held_types == {"pdf": 1.0}
     assert stats.holds_by_type == {"pdf": 3}

@@ -19,8 +19,15 @@ def _record(retry_count: int) -> ActivityRecord:
 
 def test_rate_limited_goes_back_without_a_retry_even_when_none_are_left() -> None:
     ack = raised(_record(3), "tok", RateLimitedError(2.5), 3, BackoffPolicy(), 9.0)
-    assert ack == Throttled("a", "tok", 2.5, "email")
-    only_this = RateLimitedError(dt.timedelta(milliseconds=250), "429", hold_type=False)
+    assert ack == Throttled("a", "tok", 2.5, "h:email")
+    by_key = RateLimitedError(1, hold="key")
+    no_key = raised(_record(0), "t", by_key, 3, BackoffPolicy(), 9.0)
+    assert isinstance(no_key, Throttled) and no_key.hold == "h:email"  # no key: its type
+    keyed = raised(
+        ActivityRecord("a", "email", 1, limit_key="k1"), "t", by_key, 3, BackoffPolicy(), 9.0
+    )
+    assert isinstance(keyed, Throttled) and keyed.hold == "hk:k1"
+    only_this = RateLimitedError(dt.timedelta(milliseconds=250), "429", hold="activity")
     assert raised(_record(0), "tok", only_this, 0, BackoffPolicy(), 9.0) == Throttled(
         "a", "tok", 0.25, None
     )
@@ -32,6 +39,11 @@ def test_rate_limited_goes_back_without_a_retry_even_when_none_are_left() -> Non
 def test_a_bad_retry_after_is_a_configuration_error(after: object) -> None:
     with pytest.raises(ConfigurationError, match="retry_after must be"):
         RateLimitedError(after)  # type: ignore[arg-type]
+
+
+def test_a_bad_hold_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="hold must be 'type', 'key' or 'activity'"):
+        RateLimitedError(1, hold="tenant")  # type: ignore[arg-type]
 
 
 def test_it_is_public_and_an_activity_error() -> None:
