@@ -43,7 +43,7 @@ __all__ = [
 OPERATOR_REDIS_CONFIG = RedisConfig(
     max_size=4, min_idle=0, conn_timeout=3.0, idle_timeout=300.0, max_lifetime=3600.0
 )
-COMMANDS_PER_QUEUE = 7
+COMMANDS_PER_QUEUE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,7 @@ async def read_depths(
                 k = QueueKeys(q.queue)
                 horizon = now_ms + math.ceil(q.scheduled_within * 1000)
                 pipe.zcard(k.ready)
+                pipe.zcard(k.kready)  # activities with a limit key wait there
                 pipe.zcard(k.inflight)
                 pipe.zcard(k.scheduled)
                 pipe.zcount(k.scheduled, "-inf", horizon)
@@ -100,11 +101,11 @@ async def read_depths(
             raw = await pipe.execute()
     depths = []
     for i in range(len(queries)):
-        ready, in_flight, scheduled, due, dead, (paused, limits), bucket = raw[
+        ready, keyed, in_flight, scheduled, due, dead, (paused, limits), bucket = raw[
             i * COMMANDS_PER_QUEUE : (i + 1) * COMMANDS_PER_QUEUE
         ]
         depth = Depth(
-            ready=int(ready),
+            ready=int(ready) + int(keyed),
             in_flight=int(in_flight),
             scheduled=int(scheduled),
             due_soon=int(due),

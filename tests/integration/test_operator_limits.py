@@ -18,7 +18,7 @@ from runnerq_operator.redis_target import RedisTarget
 from runnerq_operator.scaling import recommend
 from runnerq_operator.spec import QueueConfigSpec, ScalingSpec, parse_limits
 
-from runnerq import ActivityClient, Limits
+from runnerq import ActivityClient, ActivityOption, Limits
 from runnerq.keys import QueueKeys
 from runnerq.worker import new_worker_id
 
@@ -73,6 +73,21 @@ async def test_depth_counts_only_what_the_limits_let_start(
     assert recommend(capped_d, policy, per_pod=5).replicas == 4  # ceil(20 / 5), not 20
     assert recommend(limited_d, policy, per_pod=5).replicas == 1  # what runs, not 97 ready
     assert recommend(free_d, policy, per_pod=5).replicas == 20
+
+
+async def test_activities_with_a_limit_key_are_counted_ready(
+    redis_url: str, queue_name: str, pools: RedisPools
+) -> None:
+    """They wait in a ready set of their own (fair between keys): the depth counts them."""
+    async with ActivityClient(redis_url, queue_name) as client:
+        await client.set_limits(parse_limits({"keys": {"concurrency": 1}}))
+        for i in range(6):
+            await client.execute_activity("t", i, ActivityOption(limit_key=f"tenant-{i % 2}"))
+        await client.enqueue_many([("t", None)] * 4)
+        assert (await client.get_stats()).pending == 10
+    redis = pools.client(RedisTarget(redis_url))
+    (depth,) = await read_depths(redis, [DepthQuery(queue_name)], int(time.time() * 1000))
+    assert (depth.ready, depth.eligible) == (10, None)  # no queue rate or concurrency
 
 
 async def test_unreadable_limits_scale_as_none(
