@@ -1,5 +1,5 @@
-"""The ``runnerq`` command: run a worker, look at a queue, manage its dead letters and its
-schedules, enqueue, and run the demo.
+"""The ``runnerq`` command: run a worker, look at a queue, manage its dead letters, its
+schedules and its limits, enqueue, and run the demo.
 
 Connection settings come from flags, else the environment (``RUNNERQ_REDIS_URL``, or the
 operator ConfigMap's ``RUNNERQ_REDIS_URL_TEMPLATE`` with ``RUNNERQ_REDIS_PASSWORD``: see
@@ -28,6 +28,7 @@ from .config import DEFAULT_QUEUE, DEFAULT_REDIS_URL
 from .engine import WorkerEngine, WorkerEngineBuilder
 from .env import redis_url_from_env, resolve_redis_url
 from .errors import ConfigurationError, RunnerQError, WorkerError
+from .limits import Limits, LimitStats
 from .options import ActivityOption
 from .priority import ActivityPriority
 from .schedule import CATCH_UP, CONCURRENCY, Schedule
@@ -158,11 +159,52 @@ def _parser() -> argparse.ArgumentParser:
 
     _schedules_parser(sub, common)
 
+    _limits_parser(sub, common)
+
     demo = sub.add_parser(
         "demo", parents=[common], help="run the demo (embedded Redis if none given)"
     )
     demo.add_argument("--quick", action="store_true", help="shorter delays")
     return parser
+
+
+def _limits_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    limits = sub.add_parser(
+        "limits", parents=[common], help="the queue's rate and concurrency limits"
+    )
+    cmds = limits.add_subparsers(dest="limits_command", required=True)
+    show = cmds.add_parser("show", parents=[common], help="print the queue's limits")
+    show.add_argument("--json", action="store_true", help="print them as JSON")
+    put = cmds.add_parser(
+        "set",
+        parents=[common],
+        help="replace the queue's limits (JSON, or flags); every worker's next claim applies them",
+        description="Replace the queue's limits as a whole: give them as JSON (as 'limits show"
+        " --json' prints them) or with the flags below, not both. A RATE is N/PERIOD (50/1s,"
+        " 600/1m, 5/0.5; PERIOD as --every, seconds when bare) or N alone (per second).",
+    )
+    put.add_argument("--json", dest="limits_json", metavar="JSON", help="the limits as JSON")
+    put.add_argument("--rate", metavar="RATE", help="the whole queue's rate")
+    put.add_argument("--burst", help="the queue rate's burst (default: its N)")
+    put.add_argument("--concurrency", help="most running at once, over all workers")
+    put.add_argument("--key-rate", metavar="RATE", help="each limit key's rate")
+    put.add_argument("--key-burst", help="each limit key rate's burst")
+    put.add_argument("--key-concurrency", help="most running at once per limit key")
+    put.add_argument(
+        "--type-rate",
+        action="append",
+        default=[],
+        metavar="TYPE=RATE",
+        help="an activity type's rate (repeat for more types)",
+    )
+    put.add_argument(
+        "--type-concurrency",
+        action="append",
+        default=[],
+        metavar="TYPE=N",
+        help="an activity type's concurrency (repeat for more types)",
+    )
+    cmds.add_parser("clear", parents=[common], help="remove every limit of the queue")
 
 
 def _schedules_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -273,8 +315,15 @@ async def _stats(args: argparse.Namespace) -> int:
     async with ActivityClient(url, queue) as client:
         stats = await client.get_stats()
         schedules = await client.schedules.list()
+        limits = await client.get_limits()
+        limit_stats = await client.get_limit_stats()
     if args.json:
-        doc = {**stats.as_dict(), "schedules": [_schedule_stats(i) for i in schedules]}
+        doc = {
+            **stats.as_dict(),
+            "schedules": [_schedule_stats(i) for i in schedules],
+            "limits": limits.to_dict(),
+            "limit_stats": limit_stats.as_dict(),
+        }
         print(json.dumps(doc, indent=2))
         return 0
     print(f"queue {queue}{'  (paused)' if stats.paused else ''}")
@@ -304,7 +353,153 @@ async def _stats(args: argparse.Namespace) -> int:
             f"  last {_when(state.last_tick)}  fired {state.fired}"
             f"  skipped {state.skipped}  missed {state.missed}"
         )
+    _print_limit_stats(limits, limit_stats)
     return 0
+
+
+def _print_limit_stats(limits: Limits, stats: LimitStats) -> None:
+    """The limits part of ``runnerq stats``: printed when the queue has limits or anything
+    was throttled or held."""
+    figures = stats.as_dict()
+    counts = {k: v for k, v in figures.items() if isinstance(v, dict) and v}
+    if limits.empty and not stats.throttled and not counts:
+        return
+    print(f"  limits: {_limits_line(limits) if not limits.empty else 'none'}")
+    own = limits.rate is not None or limits.concurrency is not None
+    eligible = stats.eligible if own else "all pending (no queue rate or concurrency)"
+    print(f"    eligible now  {eligible}")
+    print(f"    throttled     {stats.throttled} (queue {stats.throttled_queue})")
+    for name, values in counts.items():  # by type and by key, as LimitStats gives them
+        shown = ", ".join(f"{k} {_figure(v)}" for k, v in sorted(values.items()))
+        print(f"    {name.replace('_', ' ')}: {shown}")
+
+
+def _figure(value: object) -> str:
+    return f"{value:.1f}s" if isinstance(value, float) else str(value)
+
+
+def _rate_words(rate: dict[str, Any]) -> str:
+    return f"{rate['limit']}/{rate['period']:g}s burst {rate['burst']}"
+
+
+def _limit_words(part: dict[str, Any]) -> str:
+    words = []
+    if "rate" in part:
+        words.append(f"rate {_rate_words(part['rate'])}")
+    if "concurrency" in part:
+        words.append(f"concurrency {part['concurrency']}")
+    return ", ".join(words)
+
+
+def _limits_line(limits: Limits) -> str:
+    doc = limits.to_dict()
+    parts = [_limit_words(doc)] if _limit_words(doc) else []
+    for name, part in doc.get("types", {}).items():
+        parts.append(f"type {name}: {_limit_words(part)}")
+    if "keys" in doc:
+        parts.append(f"each key: {_limit_words(doc['keys'])}")
+    return "; ".join(parts)
+
+
+async def _limits(args: argparse.Namespace) -> int:
+    url, queue = _connection(args)
+    command = args.limits_command
+    wanted = _limits_from(args) if command == "set" else None  # checked before connecting
+    async with ActivityClient(url, queue) as client:
+        if command == "show":
+            limits = await client.get_limits()
+            if args.json:
+                print(limits.to_json())
+            elif limits.empty:
+                print(f"queue {queue}: no limits")
+            else:
+                print(f"queue {queue}: {_limits_line(limits)}")
+            return 0
+        await client.set_limits(wanted)
+    if wanted is None or wanted.empty:
+        print(f"queue {queue}: limits cleared")
+    else:
+        print(f"queue {queue}: {_limits_line(wanted)}")
+    return 0
+
+
+def _limits_from(args: argparse.Namespace) -> Limits:
+    """The limits ``runnerq limits set`` describes; ``ConfigurationError`` for bad input
+    (nothing is written then)."""
+    flags = [
+        args.rate,
+        args.burst,
+        args.concurrency,
+        args.key_rate,
+        args.key_burst,
+        args.key_concurrency,
+        *args.type_rate,
+        *args.type_concurrency,
+    ]
+    given = any(f is not None for f in flags)
+    if args.limits_json is not None:
+        if given:
+            raise ConfigurationError("give the limits as --json or as flags, not both")
+        return Limits.from_json(args.limits_json)
+    if not given:
+        raise ConfigurationError("give the limits as --json or flags (runnerq limits clear: none)")
+    doc: dict[str, Any] = {}
+    _put(doc, "--rate", args.rate, args.burst, args.concurrency)
+    keys: dict[str, Any] = {}
+    _put(keys, "--key-rate", args.key_rate, args.key_burst, args.key_concurrency)
+    if keys:
+        doc["keys"] = keys
+    types: dict[str, dict[str, Any]] = {}
+    for flag, items in (
+        ("--type-rate", args.type_rate),
+        ("--type-concurrency", args.type_concurrency),
+    ):
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ConfigurationError(f"{flag} takes TYPE=VALUE, not {item!r}")
+            part = types.setdefault(name, {})
+            if flag == "--type-rate":
+                part["rate"] = _rate(flag, value)
+            else:
+                part["concurrency"] = _whole(flag, value)
+    if types:
+        doc["types"] = types
+    return Limits.from_dict(doc)
+
+
+def _put(
+    doc: dict[str, Any], flag: str, rate: str | None, burst: str | None, concurrency: str | None
+) -> None:
+    """A rate, its burst and a concurrency given as flags, into their JSON form in ``doc``."""
+    prefix = flag.removesuffix("rate")
+    if rate is not None:
+        doc["rate"] = _rate(flag, rate)
+        if burst is not None:
+            doc["rate"]["burst"] = _whole(f"{prefix}burst", burst)
+    elif burst is not None:
+        raise ConfigurationError(f"{prefix}burst goes with {flag}")
+    if concurrency is not None:
+        doc["concurrency"] = _whole(f"{prefix}concurrency", concurrency)
+
+
+def _whole(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"{flag}: {text!r} is not a whole number") from None
+
+
+def _rate(flag: str, text: str) -> dict[str, Any]:
+    """``N/PERIOD`` or ``N`` as a Rate's JSON form (checked by ``Limits.from_dict``)."""
+    count, sep, period = text.partition("/")
+    out: dict[str, Any] = {"limit": _whole(flag, count.strip())}
+    if sep:
+        try:
+            out["period"] = _duration(period.strip())
+        except (argparse.ArgumentTypeError, ValueError):
+            raise ConfigurationError(f"{flag}: {period!r} is not a period (1s, 1m, 0.5)") from None
+    return out
 
 
 def _schedule_stats(info: ScheduleInfo) -> dict[str, Any]:
@@ -512,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stats": _stats,
         "dlq": _dlq,
         "schedules": _schedules,
+        "limits": _limits,
         "enqueue": _enqueue,
         "demo": _demo,
     }
