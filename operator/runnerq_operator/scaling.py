@@ -23,8 +23,9 @@ law, the in-flight count settles at rate x activity duration, which is what that
 with no guess of the duration; a backlog the rate holds back adds nothing. A held-back
 backlog with nothing running still counts one (the rate lets it through, it needs a pod).
 A queue concurrency ``C`` also caps the recommendation at ``ceil(C / per-pod concurrency)``:
-more pods could not run anything. Per-type and per-key limits are not counted (they hold
-back only some types or keys, which the depth does not tell apart).
+more pods could not run anything. Activation (step 2) still looks at the whole backlog:
+limits decide how many pods, not whether there is work. Per-type and per-key limits are not
+counted (they hold back only some types or keys, which the depth does not tell apart).
 """
 
 from __future__ import annotations
@@ -111,25 +112,28 @@ def limit_ceiling(depth: Depth, per_pod: int) -> int | None:
     return math.ceil(depth.max_running / max(1, per_pod))
 
 
-def _raw(load: int, in_flight: int, scaling: ScalingSpec) -> tuple[int, bool]:
-    active = load > scaling.activation_threshold
+def _raw(load: int, in_flight: int, active: bool, scaling: ScalingSpec) -> int:
     raw = math.ceil(load / scaling.target_per_replica) if active else 0
     if in_flight > 0:
         # Inactive by threshold, yet activities run: keep room for them (never below one pod).
         raw = max(raw, 1)
-    return raw, active
+    return raw
 
 
 def recommend(depth: Depth, scaling: ScalingSpec, per_pod: int | None = None) -> Decision:
     """Steps 1-3: the replica count this depth asks for, within min/max; on eligible work
     only when the queue has limits (``per_pod``: the worker's concurrency, for the cap;
     ``scaling.target_per_replica`` when not given)."""
+    # Activation looks at the whole backlog: limits decide how many pods, not whether any
+    # (a rate's burst below the threshold would otherwise never wake a queue from zero).
+    by_depth_load = workload(depth, scaling, limits=False)
+    active = by_depth_load > scaling.activation_threshold
     load = workload(depth, scaling)
-    raw, active = _raw(load, depth.in_flight, scaling)
+    raw = _raw(load, depth.in_flight, active, scaling)
     ceiling = limit_ceiling(depth, per_pod or scaling.target_per_replica)
     if ceiling is not None:
         raw = min(raw, max(ceiling, 1 if depth.in_flight else 0))
-    by_depth_raw, _ = _raw(workload(depth, scaling, limits=False), depth.in_flight, scaling)
+    by_depth_raw = _raw(by_depth_load, depth.in_flight, active, scaling)
     replicas = min(scaling.max_replicas, max(scaling.min_replicas, raw))
     by_depth = min(scaling.max_replicas, max(scaling.min_replicas, by_depth_raw))
     limited = "max" if raw > replicas else "min" if raw < replicas else None

@@ -192,6 +192,14 @@ def test_a_rate_held_backlog_counts_what_runs_and_what_may_start() -> None:
     assert recommend(Depth(eligible=5), policy).replicas == 0
 
 
+def test_activation_looks_at_the_whole_backlog_not_at_what_the_rate_lets_start() -> None:
+    """A burst of 5 under a threshold of 20 must still wake a queue of 1,000 from zero."""
+    policy = ScalingSpec(max_replicas=10, target_per_replica=10, activation_threshold=20)
+    assert recommend(Depth(ready=1000, eligible=5), policy).replicas == 1
+    assert recommend(Depth(ready=1000, eligible=0), policy).replicas == 1
+    assert recommend(Depth(ready=15, eligible=5), policy).replicas == 0  # below it
+
+
 def test_no_limits_scale_as_before() -> None:
     depth = Depth(ready=500, in_flight=20)
     assert workload(depth, POLICY) == workload(depth, POLICY, limits=False) == 520
