@@ -6,7 +6,8 @@
 -- KEYS[2] leases      HASH  id -> lease token
 -- KEYS[3] scheduled   ZSET  id -> due time (ms)
 -- KEYS[4] stats       HASH  counters ("throttled")
--- KEYS[5] notify      LIST  wake-up tokens ('s': a scheduler learns the new due time)
+-- KEYS[5] notify      LIST  wake-up tokens ('s': a scheduler learns the new due time; '1':
+--                           a slot under limits came back)
 -- KEYS[6] limit_state HASH  limits' state ("h:<type>", "hk:<key>": held until, ms)
 -- KEYS[7] limited     HASH  id -> type of leases taken under limits
 -- KEYS[8] config      HASH  queue configuration ("held_until": the latest hold's end, which
@@ -28,8 +29,8 @@ local now = now_ms()
 local until_ms = now + tonumber(ARGV[3])
 redis.call('HDEL', leases, id)
 redis.call('ZREM', inflight, id)
-if limited_token(ARGV[2]) then
-  give_back(state, limited, id)
+if limited_token(ARGV[2]) and give_back(state, limited, id) == 1 then
+  redis.call('LPUSH', notify, '1') -- a slot came back: a waiting worker may claim (trimmed below)
 end
 redis.call('ZADD', scheduled, until_ms, id)
 redis.call('HINCRBY', stats, 'throttled', 1)
