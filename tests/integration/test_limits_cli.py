@@ -141,7 +141,9 @@ async def test_stats_show_throttled_counts_by_type_and_key_and_eligible(
     assert doc["limit_stats"]["throttled_by_key"]["tenant-a"] >= 1
 
 
-def test_show_refuses_limits_that_cannot_be_read(redis_url: str, queue_name: str) -> None:
+def test_limits_that_cannot_be_read_are_an_error_in_show_and_a_line_in_stats(
+    redis_url: str, queue_name: str
+) -> None:
     import redis
 
     with redis.Redis.from_url(redis_url) as raw:
@@ -149,3 +151,8 @@ def test_show_refuses_limits_that_cannot_be_read(redis_url: str, queue_name: str
     result = runnerq("limits", "show", env=_env(redis_url, queue_name))
     assert result.returncode == 2
     assert "limits are not JSON" in result.stderr
+    # runnerq stats still shows the rest, and says so.
+    stats = runnerq("stats", env=_env(redis_url, queue_name))
+    assert stats.returncode == 0, stats.stderr
+    assert "limits: unreadable (limits are not JSON" in stats.stdout
+    assert "pending" in stats.stdout
