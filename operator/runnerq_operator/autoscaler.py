@@ -278,6 +278,12 @@ class Autoscaler:
             self.metrics.depth.labels(state.namespace, state.name, state.spec.queue, name).set(
                 value
             )
+        labels = (state.namespace, state.name, state.spec.queue, "eligible")
+        if depth.eligible is not None:  # only while the queue has a rate or concurrency
+            self.metrics.depth.labels(*labels).set(depth.eligible)
+        else:
+            with contextlib.suppress(KeyError):
+                self.metrics.depth.remove(*labels)
 
 
 def next_tick(now: float, interval: float) -> float:

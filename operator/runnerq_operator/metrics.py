@@ -86,7 +86,7 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, name: str, queue: str) -> None:
         """Drop a deleted queue's series."""
-        for state in ("ready", "in_flight", "scheduled", "due_soon", "dead_letter"):
+        for state in ("ready", "in_flight", "scheduled", "due_soon", "dead_letter", "eligible"):
             with contextlib.suppress(KeyError):
                 self.depth.remove(namespace, name, queue, state)
         with contextlib.suppress(KeyError):
