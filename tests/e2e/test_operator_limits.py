@@ -75,6 +75,29 @@ def test_a_capped_queue_stops_at_the_replicas_its_concurrency_needs(
     )
 
 
+def test_a_backlog_held_back_by_a_rate_adds_no_pods(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, redis_url: str
+) -> None:
+    """Rate 1 per hour, burst 2, nothing running: 2 may start, 1 replica at 2 per pod,
+    though 200 ready ask for 10."""
+    queue = f"{namespace}.rated"
+    control_plane.apply(
+        activity_queue(
+            "rated", namespace, redis_url, queue,
+            worker={"concurrency": 2},
+            scaling={"minReplicas": 0, "maxReplicas": 10, "pollIntervalSeconds": 1},
+            limits={"rate": {"limit": 1, "periodSeconds": 3600, "burst": 2}},
+        )
+    )  # fmt: skip
+    wait_for(lambda: stored_limits(redis_url, queue).rate is not None, what="written")
+    enqueue(redis_url, queue, 200)
+    wait_for(lambda: replicas(control_plane, namespace, "rated") == 1, what="1 replica")
+    holds_for(lambda: replicas(control_plane, namespace, "rated") == 1, 4.0, what="held at 1")
+    found = condition(control_plane, namespace, "rated", "Scaling")
+    assert found is not None and found["reason"] == "LimitedByQueueLimits", found
+    assert "its rate" in found["message"]
+
+
 def test_limits_changed_on_the_activity_queue_reach_redis(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str, redis_url: str
 ) -> None:
