@@ -424,7 +424,7 @@ def parse_limits(value: Any, path: str = "spec.limits") -> Limits | None:
             r.problems.append(f"{where}: a type name must be a non-empty string")
             continue
         limit = _part(r, {"t": part}, where, "t")
-        if limit is not None:
+        if limit is not None and limit != (None, None):  # an empty part limits nothing
             types[name] = TypeLimit(*limit)
     keys = _part(r, value, f"{path}.keys", "keys")
     if r.problems:
@@ -434,7 +434,7 @@ def parse_limits(value: Any, path: str = "spec.limits") -> Limits | None:
             rate=rate,
             concurrency=concurrency,
             types=types,
-            keys=None if keys is None else KeyLimit(*keys),
+            keys=None if keys is None or keys == (None, None) else KeyLimit(*keys),
         )
     except ConfigurationError as exc:  # what runnerq checks beyond the above
         raise SpecError([f"{path}: {exc}"]) from exc

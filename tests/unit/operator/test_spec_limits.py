@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from runnerq_operator.redis_queues import limits_json
 from runnerq_operator.spec import SpecError, parse_limits, parse_spec
 
@@ -118,3 +120,90 @@ def test_crd_limits_are_described_with_units_and_defaults_and_cel_checked() -> N
         rule = props["rate"]["x-kubernetes-validations"][0]
         assert "self.limit > 0" in rule["rule"] and "periodSeconds > 0" in rule["rule"]
     assert limits["properties"]["types"]["maxProperties"] == 1000  # bounds the CEL cost
+
+
+def _rates() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"limit": st.integers(1, 10**6)},
+        optional={"periodSeconds": st.integers(1, 86400), "burst": st.integers(1, 10**6)},
+    )
+
+
+def _parts() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {}, optional={"rate": _rates(), "concurrency": st.integers(1, 10**4)}
+    )
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "rate": _rates(),
+            "concurrency": st.integers(1, 10**4),
+            "types": st.dictionaries(st.text(min_size=1, max_size=20), _parts(), max_size=5),
+            "keys": _parts(),
+        },
+    )
+)
+def test_valid_spec_limits_become_the_same_limits(doc: dict[str, Any]) -> None:
+    """What the CRD lets through becomes runnerq's Limits with the same numbers (periods in
+    seconds, bursts defaulting to the limit), and the JSON the operator writes reads back."""
+
+    def rate(r: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "limit": r["limit"],
+            "period": float(r.get("periodSeconds", 1)),
+            "burst": r.get("burst", r["limit"]),
+        }
+
+    def part(p: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "rate" in p:
+            out["rate"] = rate(p["rate"])
+        if "concurrency" in p:
+            out["concurrency"] = p["concurrency"]
+        return out
+
+    expected = part(doc)
+    types = {name: part(p) for name, p in doc.get("types", {}).items() if part(p)}
+    if types:
+        expected["types"] = types
+    if doc.get("keys") and part(doc["keys"]):
+        expected["keys"] = part(doc["keys"])
+    limits = parse_limits(doc)
+    if not expected:
+        assert limits is None
+        return
+    assert limits is not None and limits.to_dict() == expected
+    text = limits_json(limits)
+    assert text is not None and Limits.from_json(text) == limits
+
+
+_junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["rate", "concurrency", "types", "keys", "other"]), _junk, max_size=4
+    )
+)
+def test_any_spec_limits_parse_or_raise_a_spec_error(doc: dict[str, Any]) -> None:
+    """Whatever an object stored under an older CRD holds: Limits, None or SpecError (with
+    field paths), never another exception."""
+    problems: list[str] = []
+    try:
+        parse_limits(doc)
+    except SpecError as exc:
+        problems = exc.problems or ["(none)"]
+    assert all(p.startswith("spec.limits") for p in problems), problems
