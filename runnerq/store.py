@@ -133,13 +133,33 @@ class QueueStore:
         # Raw commands on one connection (the bulk enqueue, the wait for work); not on Cluster.
         self._raw = None if self.is_cluster else raw_transport(client)
         self._result_ttl_ms = _ms(settings.result_ttl)
+        k = self.keys
         # Seconds until the limits let more through, by the last claim (0: not limited).
         self.claim_again_in = 0.0
+        # The claim's keys: the first 8 while the queue has no limits (what the claim always
+        # took), all 13 once a claim said it needs them (and until one says it no longer does).
+        self._claim_keys = [
+            k.ready,
+            k.inflight,
+            k.leases,
+            k.jobs,
+            k.config,
+            k.notify,
+            k.seq,
+            k.redeliveries,
+            k.limit_state,
+            k.limited,
+            k.kready,
+            k.keyof,
+            k.kvt,
+        ]
+        self._claim_plain = self._claim_keys[:8]
+        self.claim_limited = False
         k = self.keys
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
         # keys come next) the same packed once.
         self._enqueue_keys = [k.jobs, k.ready, k.scheduled, k.notify, k.seq, k.stats]
-        self._enqueue_keys += [k.kready, k.keyof, k.kvt]
+        self._enqueue_keys += [k.kready, k.keyof, k.kvt, k.config]
         self._enqueue_args: list[Any] = [NOTIFY_CAP, _ms(settings.idempotency_ttl)]
         self._enqueue_prefix = CommandPrefix(
             [
@@ -318,30 +338,18 @@ class QueueStore:
 
     async def claim(self, count: int, lease: float, worker_id: str) -> Claim | None:
         """Lease up to ``count`` ready activities; ``None`` while the queue is paused."""
-        call = self.claim_call(count, lease, worker_id)
-        return self.parse_claim([await call.script(keys=call.keys, args=call.args)])
+        while True:
+            limited = self.claim_limited
+            call = self.claim_call(count, lease, worker_id)
+            claim = self.parse_claim([await call.script(keys=call.keys, args=call.args)])
+            if limited or not self.claim_limited:  # (else: it needs its limit keys)
+                return claim
 
     def claim_call(self, count: int, lease: float, worker_id: str) -> ScriptCall:
-        k = self.keys
-        return ScriptCall(
-            self.scripts.claim,
-            [
-                k.ready,
-                k.inflight,
-                k.leases,
-                k.jobs,
-                k.config,
-                k.notify,
-                k.seq,
-                k.redeliveries,
-                k.limit_state,
-                k.limited,
-                k.kready,
-                k.keyof,
-                k.kvt,
-            ],
-            [count, _ms(lease), worker_id],
-        )
+        """The claim's call: with the limits' keys only when the queue needs them (a claim
+        without them, for a queue that does, claims nothing and says so: ``parse_claim``)."""
+        keys = self._claim_keys if self.claim_limited else self._claim_plain
+        return ScriptCall(self.scripts.claim, keys, [count, _ms(lease), worker_id])
 
     def waiter(self, worker_id: str) -> Waiter:
         """What ``worker_id`` waits for work with (``wait_then_claim``)."""
@@ -400,11 +408,20 @@ class QueueStore:
         """The ``Claim`` from a claim call's reply (the last of ``replies``); keeps what it
         says about when limits let more through (``wait_seconds``)."""
         raw = replies[-1]
-        if int(raw[0]) == -1:
+        code = int(raw[0])
+        if code == -1:
             return None
+        if code == -2:  # limits, a hold or keyed work: claim again, with the limits' keys
+            self.claim_limited = True
+            self.claim_again_in = 0.001
+            return Claim(0.0, "", [])
         again = raw[2]
         redelivered = {str(again[i]): int(again[i + 1]) for i in range(0, len(again), 2)}
-        self.claim_again_in = int(raw[3]) / 1000.0
+        wait = int(raw[3])
+        if wait < 0:  # the queue needs no limits' keys any more
+            self.claim_limited = False
+            wait = 0
+        self.claim_again_in = wait / 1000.0
         items = [(str(raw[i]), str(raw[i + 1])) for i in range(4, len(raw), 2)]
         return Claim(int(raw[0]) / 1000.0, str(raw[1]), items, redelivered)
 
@@ -631,6 +648,7 @@ class QueueStore:
                 k.kready,
                 k.keyof,
                 k.kvt,
+                k.config,
             ],
             args=[
                 activity_id,

@@ -6,10 +6,13 @@
 -- KEYS[3] leases    HASH  id -> lease token
 -- KEYS[4] jobs      HASH  id -> activity record
 -- KEYS[5] config    HASH  queue configuration (paused, limits, held_until: the end of the
---                   latest hold a handler asked for, written by throttle.lua)
+--                   latest hold a handler asked for, written by throttle.lua; keyed: the
+--                   queue has had activities with a limit key, written by enqueue.lua)
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
 -- KEYS[8] redeliveries HASH id -> times its lease expired
+-- KEYS[9..13] only when the caller passes them (docs/limits.md: a queue with no limits is
+-- claimed with KEYS[1..8] only, as before):
 -- KEYS[9] limit_state HASH token buckets ("b:q", "b:t:<type>": "tokens:ms"), leases per type
 --                     ("c:<type>"), holds ("h:<type>": until ms), throttled counts ("t:...")
 -- KEYS[10] limited  HASH  id -> "<type>\t<limit key>", for leases taken by the limited path
@@ -21,11 +24,13 @@
 -- ARGV[2] lease length (ms)
 -- ARGV[3] worker id (prefix of the lease token)
 --
--- Returns {-1} while the queue is paused. Otherwise {now_ms, token, {id, redeliveries, ...},
+-- Returns {-1} while the queue is paused; {-2} when the queue needs the limited path and the
+-- caller passed 8 keys (nothing claimed: claim again with all 13). Otherwise {now_ms, token, {id, redeliveries, ...},
 -- wait_ms, id1, record1, ...}: the third element lists the claimed ids whose lease expired
 -- before (so the worker can dead-letter poison that keeps killing workers); a claimed id whose
 -- record is missing comes with an empty record, so the worker dead-letters it too. wait_ms is
--- 0, or (limits held work back) how long until a rate limit's next token: claim again then.
+-- 0, or (limits held work back) how long until a rate limit's next token: claim again then;
+-- -1 when the caller passed 13 keys and the queue needs none of them any more.
 -- Leases taken under limits have tokens "<worker id>:~<seq>" (the transitions that end a
 -- lease give back its type's slot for those only).
 
@@ -76,102 +81,104 @@ end
 
 -- -- the limited path -------------------------------------------------------------------
 
--- How many activities the limited path looks at, at most, per claim (docs/limits.md).
-local SCAN = 200
+-- The limited path: its helpers are made only when it runs (the plain path makes no
+-- closures it does not use).
+local function limited_claim(lim, now, held_until)
+  -- How many activities the limited path looks at, at most, per claim (docs/limits.md).
+  local SCAN = 200
 
--- A token bucket: {tokens, field} refilled up to `now` at rate.limit per rate.period.
-local function bucket(field, rate, now)
-  local stored = redis.call('HGET', state, field)
-  local burst = tonumber(rate['burst']) or tonumber(rate['limit'])
-  local per_ms = tonumber(rate['limit']) / (tonumber(rate['period']) * 1000)
-  local tokens, at = burst, now
-  if stored then
-    local t, a = string.match(stored, '^([^:]+):(%d+)$')
-    if t then
-      tokens, at = tonumber(t), tonumber(a)
-      tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
-    end
-  end
-  return { tokens = tokens, field = field, per_ms = per_ms, burst = burst }
-end
-
--- A bucket that is full again is forgotten (what is not stored reads as full): the state
--- hash does not keep a field for every key ever seen.
-local function save(b, now, used)
-  if b.tokens - used >= b.burst then
-    redis.call('HDEL', state, b.field)
-  else
-    redis.call('HSET', state, b.field, string.format('%.6f', b.tokens - used) .. ':' .. now)
-  end
-end
-
--- ms until bucket b holds one token more than `used`.
-local function refill_wait(b, used)
-  local missing = used + 1 - b.tokens
-  if missing <= 0 then
-    return 0
-  end
-  return math.ceil(missing / b.per_ms)
-end
-
--- The activity type in a record: read from its start (runnerq writes "id" then "type"),
--- decoded in full only when that does not match.
-local function type_of(record)
-  if not record then
-    return ''
-  end
-  local t = string.match(record, '^{"id":"[^"\\]*","type":"([^"\\]*)"')
-  if t then
-    return t
-  end
-  local ok, doc = pcall(cjson.decode, record)
-  if ok and type(doc) == 'table' and type(doc['type']) == 'string' then
-    return doc['type']
-  end
-  return ''
-end
-
--- The candidates of a scan, in the order a claim takes them: by priority; within a level,
--- one from the ready set and one from the keyed ready set in turn (each in its own order:
--- FIFO, and fair between keys). Returns a list of {id, score, keyed}.
-local function merged(plain, keyed)
-  local out = {}
-  local i, j, turn = 1, 1, false
-  while i <= #plain or j <= #keyed do
-    local take_keyed
-    if i > #plain then
-      take_keyed = true
-    elseif j > #keyed then
-      take_keyed = false
-    else
-      local ra = math.floor(tonumber(plain[i + 1]) / SEQ_SPAN)
-      local rb = math.floor(tonumber(keyed[j + 1]) / SEQ_SPAN)
-      if ra ~= rb then
-        take_keyed = rb < ra
-      else
-        take_keyed = turn
-        turn = not turn
+  -- A token bucket: {tokens, field} refilled up to `now` at rate.limit per rate.period.
+  local function bucket(field, rate, now)
+    local stored = redis.call('HGET', state, field)
+    local burst = tonumber(rate['burst']) or tonumber(rate['limit'])
+    local per_ms = tonumber(rate['limit']) / (tonumber(rate['period']) * 1000)
+    local tokens, at = burst, now
+    if stored then
+      local t, a = string.match(stored, '^([^:]+):(%d+)$')
+      if t then
+        tokens, at = tonumber(t), tonumber(a)
+        tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
       end
     end
-    if take_keyed then
-      out[#out + 1] = { keyed[j], tonumber(keyed[j + 1]), true }
-      j = j + 2
+    return { tokens = tokens, field = field, per_ms = per_ms, burst = burst }
+  end
+
+  -- A bucket that is full again is forgotten (what is not stored reads as full): the state
+  -- hash does not keep a field for every key ever seen.
+  local function save(b, now, used)
+    if b.tokens - used >= b.burst then
+      redis.call('HDEL', state, b.field)
     else
-      out[#out + 1] = { plain[i], tonumber(plain[i + 1]), false }
-      i = i + 2
+      redis.call('HSET', state, b.field, string.format('%.6f', b.tokens - used) .. ':' .. now)
     end
   end
-  return out
-end
 
-local function min_wait(wait, w)
-  if w <= 0 then
-    return wait
+  -- ms until bucket b holds one token more than `used`.
+  local function refill_wait(b, used)
+    local missing = used + 1 - b.tokens
+    if missing <= 0 then
+      return 0
+    end
+    return math.ceil(missing / b.per_ms)
   end
-  return (wait == 0) and w or math.min(wait, w)
-end
 
-local function limited_claim(lim, now, held_until)
+  -- The activity type in a record: read from its start (runnerq writes "id" then "type"),
+  -- decoded in full only when that does not match.
+  local function type_of(record)
+    if not record then
+      return ''
+    end
+    local t = string.match(record, '^{"id":"[^"\\]*","type":"([^"\\]*)"')
+    if t then
+      return t
+    end
+    local ok, doc = pcall(cjson.decode, record)
+    if ok and type(doc) == 'table' and type(doc['type']) == 'string' then
+      return doc['type']
+    end
+    return ''
+  end
+
+  -- The candidates of a scan, in the order a claim takes them: by priority; within a level,
+  -- one from the ready set and one from the keyed ready set in turn (each in its own order:
+  -- FIFO, and fair between keys). Returns a list of {id, score, keyed}.
+  local function merged(plain, keyed)
+    local out = {}
+    local i, j, turn = 1, 1, false
+    while i <= #plain or j <= #keyed do
+      local take_keyed
+      if i > #plain then
+        take_keyed = true
+      elseif j > #keyed then
+        take_keyed = false
+      else
+        local ra = math.floor(tonumber(plain[i + 1]) / SEQ_SPAN)
+        local rb = math.floor(tonumber(keyed[j + 1]) / SEQ_SPAN)
+        if ra ~= rb then
+          take_keyed = rb < ra
+        else
+          take_keyed = turn
+          turn = not turn
+        end
+      end
+      if take_keyed then
+        out[#out + 1] = { keyed[j], tonumber(keyed[j + 1]), true }
+        j = j + 2
+      else
+        out[#out + 1] = { plain[i], tonumber(plain[i + 1]), false }
+        i = i + 2
+      end
+    end
+    return out
+  end
+
+  local function min_wait(wait, w)
+    if w <= 0 then
+      return wait
+    end
+    return (wait == 0) and w or math.min(wait, w)
+  end
+
   local throttled = {}
   local allowed = want
   local wait = 0
@@ -392,16 +399,20 @@ end
 
 -- -- the claim ----------------------------------------------------------------------------
 
-local cfg = redis.call('HMGET', config, 'paused', 'limits', 'held_until')
+local cfg = redis.call('HMGET', config, 'paused', 'limits', 'held_until', 'keyed')
 local paused = cfg[1]
 if paused == '1' or paused == 'true' then
   return { -1 }
 end
 
 local now = now_ms()
--- Limits, a type held back by a handler (RateLimitedError) until a time not yet past, or
--- activities with a limit key (in a ready set of their own): the limited path.
-if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) or redis.call('ZCARD', kready) > 0 then
+-- Limits, a type held back by a handler (RateLimitedError) until a time not yet past, or a
+-- queue that has had activities with a limit key (in a ready set of their own, kready; the
+-- enqueue sets "keyed"): the limited path. None of these: not one call more than before.
+if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) or cfg[4] then
+  if #KEYS < 13 then
+    return { -2 }
+  end
   local ok, lim = true, {}
   if cfg[2] then
     ok, lim = pcall(cjson.decode, cfg[2])
@@ -417,10 +428,12 @@ if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) or redis.call('ZCARD', kready) 
   return { now, '', {}, 0 }
 end
 
+-- (-1: the caller may claim with 8 keys again.)
+local plain = (#KEYS < 13) and 0 or -1
 local popped = redis.call('ZPOPMIN', ready, want)
 if #popped == 0 then
   drop_ready_tokens(notify)
-  return { now, '', {}, 0 }
+  return { now, '', {}, plain }
 end
 
 local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
@@ -428,7 +441,7 @@ local ids = {}
 for i = 1, #popped, 2 do
   ids[#ids + 1] = popped[i]
 end
-local out = lease(now, token, ids, 0)
+local out = lease(now, token, ids, plain)
 -- Fewer than asked for: the set is empty now (no call needed to tell).
 if #ids < want or redis.call('ZCARD', ready) == 0 then
   drop_ready_tokens(notify)

@@ -9,7 +9,8 @@
 -- KEYS[7] kready    ZSET  activities with a limit key, ready: fair between keys
 -- KEYS[8] keyof     HASH  id -> limit key
 -- KEYS[9] kvt       HASH  limit key -> its last virtual start time (fair queuing)
--- KEYS[10..] idempotency keys (STRING id, with a TTL), one for each keyed activity, in order
+-- KEYS[10] config   HASH  queue configuration ("keyed": activities with a limit key came)
+-- KEYS[11..] idempotency keys (STRING id, with a TTL), one for each keyed activity, in order
 --
 -- ARGV[1] notify cap (tokens kept at most)
 -- ARGV[2] idempotency TTL (ms)
@@ -30,7 +31,7 @@ local idem_ttl = tonumber(ARGV[2])
 local now -- Redis's clock, read only when a group is scheduled (a call less for ready work)
 local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
-local position, key_index = 0, 9
+local position, key_index = 0, 10
 local kready, keyof, kvt = KEYS[7], KEYS[8], KEYS[9]
 
 -- Sequence numbers for every activity of the call at once (those that end up scheduled or
@@ -107,6 +108,8 @@ while g <= #ARGV do
   if #index_args > 0 then
     if #key_args > 0 then
       call_many('HSET', keyof, key_args)
+      -- From now on the queue's claims look at the keyed ready set too (claim.lua).
+      redis.call('HSET', KEYS[10], 'keyed', '1')
     end
     if later then
       call_many('ZADD', scheduled, index_args)

@@ -10,6 +10,7 @@
 -- KEYS[8] result  STRING the old terminal document, removed so new waiters wait again
 -- KEYS[9] redeliveries HASH id -> times its lease expired (reset)
 -- KEYS[10] kready ZSET, KEYS[11] keyof HASH id -> limit key, KEYS[12] kvt HASH (docs/limits.md)
+-- KEYS[13] config HASH ("keyed": the claims look at the keyed ready set)
 --
 -- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap,
 -- ARGV[5] its limit key ('' for none)
@@ -28,6 +29,7 @@ redis.call('HDEL', KEYS[9], id)
 redis.call('HSET', jobs, id, ARGV[2])
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[11], id, ARGV[5])
+  redis.call('HSET', KEYS[13], 'keyed', '1')
   redis.call('ZADD', KEYS[10], fair_score(KEYS[12], ARGV[5], tonumber(ARGV[3])), id)
 else
   redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
