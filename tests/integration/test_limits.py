@@ -4,6 +4,7 @@ redis-server: what a claim takes, what stays pending, and what the transitions g
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -339,3 +340,79 @@ async def test_a_rate_limited_handler_can_hold_its_key_back_instead(
     started = {payload: at - held_at for payload, at in starts[1:]}
     assert started["b0"] < 0.45 <= min(started["a0"], started["a1"])
     assert (await client.get_limit_stats()).holds_by_key == {"A": 1}
+
+
+async def _hash(raw: aioredis.Redis, key: str) -> dict[str, str]:
+    return {str(f): str(v) for f, v in (await raw.hgetall(key)).items()}
+
+
+async def test_slot_counters_match_the_live_leases_after_random_transitions(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    """Claims, completions, retries, dead letters, releases, cancels, reaps and promotions in
+    a random order under type and key limits: the slot counters always equal the leases taken
+    under limits, by type and by key, and keyed activities are only ever in the keyed set."""
+    rng = random.Random(18)
+    keys = QueueKeys(client.queue_name)
+    await client.set_limits(
+        Limits(types={"a": TypeLimit(concurrency=3)}, keys=KeyLimit(concurrency=2))
+    )
+    held: dict[str, str] = {}
+    records: dict[str, str] = {}
+    done = ResultDocument.completed_json("null")
+
+    async def check() -> None:
+        limited = await _hash(raw_redis, keys.limited)
+        leases = await _hash(raw_redis, keys.leases)
+        by_type: dict[str, int] = {}
+        by_key: dict[str, int] = {}
+        for activity_id, value in limited.items():
+            assert ":~" in leases[activity_id]
+            activity_type, key = value.split("\t")
+            by_type[activity_type] = by_type.get(activity_type, 0) + 1
+            if key:
+                by_key[key] = by_key.get(key, 0) + 1
+        state = await _hash(raw_redis, keys.limit_state)
+        assert {f[2:]: int(v) for f, v in state.items() if f.startswith("c:")} == by_type
+        assert {f[3:]: int(v) for f, v in state.items() if f.startswith("ck:")} == by_key
+        assert by_type.get("a", 0) <= 3 and all(n <= 2 for n in by_key.values())
+        keyed_ready = set(await raw_redis.zrange(keys.kready, 0, -1))
+        assert keyed_ready <= set(await raw_redis.hkeys(keys.keyof))
+        assert not keyed_ready & set(await raw_redis.zrange(keys.ready, 0, -1))
+
+    for _ in range(300):
+        op = rng.choice(["enqueue", "enqueue", "claim", "claim", "end", "end", "other"])
+        if op == "enqueue":
+            key = rng.choice(["k1", "k2", None])
+            await client.execute_activity(rng.choice("ab"), 1, ActivityOption(limit_key=key))
+        elif op == "claim":
+            claim = await _claim(store, rng.randint(1, 5), rng.choice([30.0, 0.001]))
+            for activity_id, raw in claim.items:
+                held[activity_id] = claim.token
+                records[activity_id] = raw
+        elif op == "end" and held:
+            activity_id = rng.choice(sorted(held))
+            token = held.pop(activity_id)
+            how = rng.choice(["complete", "retry", "dead", "release"])
+            if how == "complete":
+                await store.run_calls([store.complete_call([(activity_id, token, done)])])
+            elif how == "retry":
+                again = ActivityRecord.decode(records[activity_id]).retried("x").encode()
+                await store.run_calls([store.retry_call(activity_id, token, again, 0.0)])
+            elif how == "dead":
+                entry = DeadLetterEntry(activity_id, "x", "failed", 1.0)
+                await store.run_calls([store.dead_letter_call(activity_id, token, entry)])
+            else:
+                await store.release([(activity_id, token)])
+        elif op == "other":
+            what = rng.choice(["reap", "promote", "cancel"])
+            if what == "reap":
+                await store.reap()
+            elif what == "promote":
+                await store.promote_due()
+            elif records:
+                await client.cancel(rng.choice(sorted(records)))
+        await check()
+    stats = await client.get_stats()
+    assert min(stats.completed, stats.dead_letter, stats.retried, stats.redelivered) > 0, stats
+    assert (await client.get_limit_stats()).throttled > 0
