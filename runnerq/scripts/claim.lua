@@ -409,10 +409,17 @@ local now = now_ms()
 -- Limits, a type held back by a handler (RateLimitedError) until a time not yet past, or a
 -- queue that has had activities with a limit key (in a ready set of their own, kready; the
 -- enqueue sets "keyed"): the limited path. None of these: not one call more than before.
-if cfg[2] or (cfg[3] and tonumber(cfg[3]) > now) or cfg[4] then
+local held = cfg[3] and tonumber(cfg[3]) > now
+if cfg[2] or held or cfg[4] then
   if #KEYS < 13 then
     return { -2 }
   end
+end
+if cfg[4] and not cfg[2] and not held and redis.call('HLEN', keyof) == 0 then
+  -- No limits, no hold, and no unfinished activity with a limit key left: the plain path
+  -- again (the reply's -1 tells the caller to drop the limits' keys).
+  redis.call('HDEL', config, 'keyed')
+elseif cfg[2] or held or cfg[4] then
   local ok, lim = true, {}
   if cfg[2] then
     ok, lim = pcall(cjson.decode, cfg[2])

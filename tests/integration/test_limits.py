@@ -311,6 +311,11 @@ async def test_an_activity_with_a_limit_key_goes_back_to_its_own_ready_set(
     assert await raw_redis.hlen(keys.keyof) == 0
     assert await raw_redis.hlen(keys.limited) == 0
     assert await raw_redis.hget(keys.limit_state, "ck:A") is None
+    # No unfinished activity with a limit key left: claims take the plain path again.
+    await client.set_limits(None)
+    await _claim(store)
+    assert await raw_redis.hget(keys.config, "keyed") is None
+    assert not store.claim_limited
 
 
 async def test_a_rate_limited_handler_can_hold_its_key_back_instead(
