@@ -69,49 +69,55 @@ local function limited_token(token)
   return type(token) == 'string' and string.find(token, ':~', 1, true) ~= nil
 end
 
-local function release_slot(state, field)
-  if redis.call('HINCRBY', state, field, -1) <= 0 then
-    redis.call('HDEL', state, field)
-  end
-end
-
--- Returns 1 when the lease of `id` was taken under limits (and its slots are given back),
--- else 0. `keyof` given: the activity is finished, its limit key is forgotten too.
-local function give_back(state, limited, id, keyof)
-  local v = redis.call('HGET', limited, id)
-  if not v then
-    return 0
-  end
-  redis.call('HDEL', limited, id)
-  local tab = string.find(v, '\t', 1, true)
-  local t, k = v, ''
-  if tab then
-    t, k = string.sub(v, 1, tab - 1), string.sub(v, tab + 1)
-  end
-  release_slot(state, 'c:' .. t)
-  if k ~= '' then
-    release_slot(state, 'ck:' .. k)
-    if keyof then
-      redis.call('HDEL', keyof, id)
+-- The helpers below are made on first use (limits_lib()), not by every script run: scripts
+-- run on queues with no limits make no closures they do not use.
+local function limits_lib()
+  local function release_slot(state, field)
+    if redis.call('HINCRBY', state, field, -1) <= 0 then
+      redis.call('HDEL', state, field)
     end
   end
-  return 1
-end
 
--- A slot given back wakes one waiting worker, which claims what the slot now allows.
-local function wake_one(notify, cap)
-  redis.call('LPUSH', notify, '1')
-  redis.call('LTRIM', notify, 0, cap - 1)
-end
+  -- Returns 1 when the lease of `id` was taken under limits (and its slots are given back),
+  -- else 0. `keyof` given: the activity is finished, its limit key is forgotten too.
+  local function give_back(state, limited, id, keyof)
+    local v = redis.call('HGET', limited, id)
+    if not v then
+      return 0
+    end
+    redis.call('HDEL', limited, id)
+    local tab = string.find(v, '\t', 1, true)
+    local t, k = v, ''
+    if tab then
+      t, k = string.sub(v, 1, tab - 1), string.sub(v, tab + 1)
+    end
+    release_slot(state, 'c:' .. t)
+    if k ~= '' then
+      release_slot(state, 'ck:' .. k)
+      if keyof then
+        redis.call('HDEL', keyof, id)
+      end
+    end
+    return 1
+  end
 
--- Fair queuing between limit keys (docs/limits.md): each key's activities get consecutive
--- virtual start times from max(the key's last + 1, the virtual clock), the clock being the
--- latest virtual time claimed; the keyed ready set is ordered by rank, then virtual time, so
--- a key with a long backlog and one that just came interleave. `kvt` holds each key's last
--- time and, under "\tclock" (keys hold no tab), the clock. Returns the next score for `key`.
-local function fair_score(kvt, key, rank)
-  local clock = tonumber(redis.call('HGET', kvt, '\tclock') or '0')
-  local vt = math.max(tonumber(redis.call('HGET', kvt, key) or '0') + 1, clock)
-  redis.call('HSET', kvt, key, vt)
-  return ready_score(rank, vt)
+  -- A slot given back wakes one waiting worker, which claims what the slot now allows.
+  local function wake_one(notify, cap)
+    redis.call('LPUSH', notify, '1')
+    redis.call('LTRIM', notify, 0, cap - 1)
+  end
+
+  -- Fair queuing between limit keys (docs/limits.md): each key's activities get consecutive
+  -- virtual start times from max(the key's last + 1, the virtual clock), the clock being the
+  -- latest virtual time claimed; the keyed ready set is ordered by rank, then virtual time, so
+  -- a key with a long backlog and one that just came interleave. `kvt` holds each key's last
+  -- time and, under "\tclock" (keys hold no tab), the clock. Returns the next score for `key`.
+  local function fair_score(kvt, key, rank)
+    local clock = tonumber(redis.call('HGET', kvt, '\tclock') or '0')
+    local vt = math.max(tonumber(redis.call('HGET', kvt, key) or '0') + 1, clock)
+    redis.call('HSET', kvt, key, vt)
+    return ready_score(rank, vt)
+  end
+
+  return { give_back = give_back, wake_one = wake_one, fair_score = fair_score }
 end

@@ -32,7 +32,7 @@ elseif redis.call('ZREM', scheduled, id) == 1 then
 else
   redis.call('ZREM', inflight, id)
   if limited_token(redis.call('HGET', leases, id)) then
-    give_back(KEYS[9], KEYS[10], id)
+    limits_lib().give_back(KEYS[9], KEYS[10], id)
   end
   redis.call('HDEL', leases, id)
   redis.call('PUBLISH', ARGV[5], id)

@@ -26,6 +26,7 @@ local jobs, inflight, leases, stats, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 
 local ttl, cap, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local out, completed, gave = {}, 0, 0
+local L -- limits_lib(), made for the first lease taken under limits
 
 local finished, finished_at, seen = {}, {}, {}
 for i = 5, #ARGV do
@@ -39,7 +40,8 @@ for i = 5, #ARGV do
     seen[id] = true
     redis.call('SET', KEYS[10 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
     if limited_token(token) then
-      gave = gave + give_back(KEYS[7], KEYS[8], id, KEYS[10])
+      L = L or limits_lib()
+      gave = gave + L.give_back(KEYS[7], KEYS[8], id, KEYS[10])
     end
     redis.call('PUBLISH', channel, id)
     finished[#finished + 1] = id
@@ -52,7 +54,7 @@ for i = 5, #ARGV do
 end
 completed = #finished
 if gave > 0 then
-  wake_one(KEYS[9], tonumber(ARGV[4]))
+  L.wake_one(KEYS[9], tonumber(ARGV[4]))
 end
 
 -- The bookkeeping of the whole batch in a few calls. (The results are set and announced

@@ -26,8 +26,9 @@ if redis.call('HGET', leases, id) ~= ARGV[2] then
   return 0
 end
 redis.call('HDEL', leases, id)
-if limited_token(ARGV[2]) and give_back(KEYS[10], KEYS[11], id) == 1 then
-  wake_one(KEYS[12], tonumber(ARGV[8]))
+local L = limited_token(ARGV[2]) and limits_lib()
+if L and L.give_back(KEYS[10], KEYS[11], id) == 1 then
+  L.wake_one(KEYS[12], tonumber(ARGV[8]))
 end
 redis.call('HDEL', KEYS[13], id)
 redis.call('ZREM', inflight, id)

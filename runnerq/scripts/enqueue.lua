@@ -33,6 +33,7 @@ local out = { 0 }
 local woke_ready, woke_scheduled, created = 0, 0, 0
 local position, key_index = 0, 10
 local kready, keyof, kvt = KEYS[7], KEYS[8], KEYS[9]
+local L -- limits_lib(), made for the first activity with a limit key
 
 -- Sequence numbers for every activity of the call at once (those that end up scheduled or
 -- deduplicated leave gaps, which FIFO order does not mind): one call instead of GET + SET.
@@ -88,7 +89,8 @@ while g <= #ARGV do
       if later then
         index_args[#index_args + 1] = due
       elseif limit_key then
-        index_args[#index_args + 1] = fair_score(kvt, limit_key, rank)
+        L = L or limits_lib()
+        index_args[#index_args + 1] = L.fair_score(kvt, limit_key, rank)
       else
         next_seq = next_seq + 1
         index_args[#index_args + 1] = ready_score(rank, next_seq)

@@ -19,12 +19,14 @@ local scheduled, ready, jobs, seq, notify = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local any_keyed = #due > 0 and redis.call('HLEN', KEYS[8]) > 0
+local L -- limits_lib(), made for the first activity with a limit key
 for _, id in ipairs(due) do
   redis.call('ZREM', scheduled, id)
   local rank = rank_of(redis.call('HGET', jobs, id))
   local key = any_keyed and redis.call('HGET', KEYS[8], id)
   if key then
-    redis.call('ZADD', KEYS[7], fair_score(KEYS[9], key, rank), id)
+    L = L or limits_lib()
+    redis.call('ZADD', KEYS[7], L.fair_score(KEYS[9], key, rank), id)
   else
     redis.call('ZADD', ready, ready_score(rank, redis.call('INCR', seq)), id)
   end

@@ -24,7 +24,7 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
   redis.call('HDEL', leases, id)
   if any_limited then
-    give_back(KEYS[8], KEYS[9], id)
+    limits_lib().give_back(KEYS[8], KEYS[9], id)
   end
   redis.call('HINCRBY', redeliveries, id, 1)
   local to = ready

@@ -23,7 +23,7 @@ for i = 2, #ARGV, 2 do
     redis.call('ZREM', inflight, id)
     redis.call('HDEL', leases, id)
     if limited_token(ARGV[i + 1]) then
-      give_back(KEYS[7], KEYS[8], id)
+      limits_lib().give_back(KEYS[7], KEYS[8], id)
     end
     local to = ready
     if any_keyed and redis.call('HEXISTS', KEYS[10], id) == 1 then

@@ -20,7 +20,7 @@ if redis.call('HGET', leases, id) ~= ARGV[2] then
   return 0
 end
 redis.call('HDEL', leases, id)
-if limited_token(ARGV[2]) and give_back(KEYS[7], KEYS[8], id) == 1 then
+if limited_token(ARGV[2]) and limits_lib().give_back(KEYS[7], KEYS[8], id) == 1 then
   redis.call('LPUSH', notify, '1')
 end
 redis.call('ZREM', inflight, id)

@@ -29,7 +29,7 @@ local now = now_ms()
 local until_ms = now + tonumber(ARGV[3])
 redis.call('HDEL', leases, id)
 redis.call('ZREM', inflight, id)
-if limited_token(ARGV[2]) and give_back(state, limited, id) == 1 then
+if limited_token(ARGV[2]) and limits_lib().give_back(state, limited, id) == 1 then
   redis.call('LPUSH', notify, '1') -- a slot came back: a waiting worker may claim (trimmed below)
 end
 redis.call('ZADD', scheduled, until_ms, id)
