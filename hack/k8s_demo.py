@@ -100,7 +100,11 @@ class Demo:
             timeout=120,
         )
         self.say(f"queue drained: {self.activities} completed; the scale-down window starts")
-        held = wait_for(lambda: stabilizing(plane), what="Scaling=Stabilizing", timeout=30)
+        # The drained queue's: the first poll after the drain may still count the last ones
+        # in flight (then it says "4 replicas recommended").
+        held = wait_for(
+            lambda: _drained(stabilizing(plane)), what="Scaling=Stabilizing at 0", timeout=30
+        )
         self.say(f"Scaling condition: {held}")
         watch.until(lambda n: n == 0, timeout=self.scale_down_seconds + 60, what="zero")
         self.report(plane)
@@ -172,6 +176,10 @@ def stabilizing(plane: ControlPlane) -> str | None:
         if item.get("type") == "Scaling" and item.get("reason") == "Stabilizing":
             return str(item.get("message"))
     return None
+
+
+def _drained(message: str | None) -> str | None:
+    return message if message is not None and message.startswith("0 replicas") else None
 
 
 def aq_line(plane: ControlPlane) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kopf.testing import KopfRunner
 
@@ -117,7 +118,12 @@ def test_kopf_operator_reacts_to_custom_resource(
         return size if isinstance(size, int) else None
 
     control_plane.apply(widget("w", namespace, size=1))
-    with KopfRunner(["run", "-A", "--standalone", str(OPERATOR)], timeout=60) as runner:
+    # A registry of its own: kopf registers handlers in a process-wide default registry, and
+    # this pytest process has imported runnerq_operator (its unit tests), whose handlers
+    # would run here too.
+    registry = kopf.OperatorRegistry()
+    command = ["run", "-A", "--standalone", str(OPERATOR)]
+    with KopfRunner(command, timeout=60, registry=registry) as runner:
         assert wait_for(observed_size, what="status.observedSize") == 1
         control_plane.kubectl(
             "patch", "widget", "w", "-n", namespace, "--type=merge", "-p", '{"spec":{"size":3}}'

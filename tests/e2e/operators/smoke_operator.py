@@ -28,3 +28,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def mirror_size(spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
     patch.status["observedSize"] = spec.get("size")
     patch.status["phase"] = "Reconciled"
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The test's kubeconfig (KUBECONFIG): the test runs this operator with a registry of its
+    own, which holds none of kopf's default login handlers."""
+    return kopf.login_with_kubeconfig(**kwargs)
