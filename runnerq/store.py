@@ -136,8 +136,8 @@ class QueueStore:
         k = self.keys
         # Seconds until the limits let more through, by the last claim (0: not limited).
         self.claim_again_in = 0.0
-        # The claim's keys: the first 8 while the queue has no limits (what the claim always
-        # took), all 13 once a claim said it needs them (and until one says it no longer does).
+        # The claim's keys: claim.lua's 8 while the queue has no limits, claim_limited.lua's 13
+        # once a claim said it needs them (and until one says it no longer does).
         self._claim_keys = [
             k.ready,
             k.inflight,
@@ -342,14 +342,17 @@ class QueueStore:
             limited = self.claim_limited
             call = self.claim_call(count, lease, worker_id)
             claim = self.parse_claim([await call.script(keys=call.keys, args=call.args)])
-            if limited or not self.claim_limited:  # (else: it needs its limit keys)
+            if self.claim_limited == limited:  # (else: claim again with the other script)
                 return claim
 
     def claim_call(self, count: int, lease: float, worker_id: str) -> ScriptCall:
-        """The claim's call: with the limits' keys only when the queue needs them (a claim
-        without them, for a queue that does, claims nothing and says so: ``parse_claim``)."""
-        keys = self._claim_keys if self.claim_limited else self._claim_plain
-        return ScriptCall(self.scripts.claim, keys, [count, _ms(lease), worker_id])
+        """The claim's call: claim_limited.lua with the limits' keys while the queue needs them,
+        else claim.lua (a claim with the one a queue does not need claims nothing and says
+        so: ``parse_claim``)."""
+        args = [count, _ms(lease), worker_id]
+        if self.claim_limited:
+            return ScriptCall(self.scripts.claim_limited, self._claim_keys, args)
+        return ScriptCall(self.scripts.claim, self._claim_plain, args)
 
     def waiter(self, worker_id: str) -> Waiter:
         """What ``worker_id`` waits for work with (``wait_then_claim``)."""
@@ -411,16 +414,16 @@ class QueueStore:
         code = int(raw[0])
         if code == -1:
             return None
-        if code == -2:  # limits, a hold or keyed work: claim again, with the limits' keys
+        if code == -2:  # limits, a hold or keyed work: claim again, the limited claim
             self.claim_limited = True
             self.claim_again_in = 0.001
             return Claim(0.0, "", [])
         again = raw[2]
         redelivered = {str(again[i]): int(again[i + 1]) for i in range(0, len(again), 2)}
         wait = int(raw[3])
-        if wait < 0:  # the queue needs no limits' keys any more
+        if wait < 0:  # the queue needs the limited claim no more: claim again, the plain one
             self.claim_limited = False
-            wait = 0
+            wait = 1
         self.claim_again_in = wait / 1000.0
         items = [(str(raw[i]), str(raw[i + 1])) for i in range(4, len(raw), 2)]
         return Claim(int(raw[0]) / 1000.0, str(raw[1]), items, redelivered)
@@ -735,6 +738,10 @@ class QueueStore:
                     pipe.hset(k.config, name, "1" if value else "0")
                 else:
                     pipe.hset(k.config, name, str(value))
+            if values.get("limits") is not None:
+                # The claim looks at limits only while "lim" is set (claim.lua clears it
+                # once no limit, hold or limit key applies).
+                pipe.hset(k.config, "lim", "1")
             pipe.lpush(k.notify, "1")
             pipe.ltrim(k.notify, 0, NOTIFY_CAP - 1)
             await pipe.execute()

@@ -1,6 +1,9 @@
--- prelude: helpers shared by every runnerq script. runnerq prepends this file to each
--- script when it loads them, so every transition stays in a file of its own.
+-- prelude: helpers shared by the runnerq scripts. When runnerq loads a script it puts in
+-- front of it the helpers the script names (and those these name), in this file's order, so
+-- every transition stays in a file of its own and a script run makes no closure it does not
+-- use (runnerq/scripts.py). A line "--- name ..." starts the section defining those names.
 
+--- now_ms
 -- Milliseconds since the epoch by the Redis server's clock: leases and due times never
 -- depend on a worker's clock.
 local function now_ms()
@@ -8,6 +11,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+--- SEQ_SPAN RANKS ready_score
 -- Ready-set scores: priority rank in the high part, a FIFO sequence in the low part, so that
 -- ZPOPMIN gives strict priority across levels and first-in-first-out inside one level.
 local SEQ_SPAN = 281474976710656 -- 2^48
@@ -17,6 +21,7 @@ local function ready_score(rank, seq)
   return rank * SEQ_SPAN + seq
 end
 
+--- rank_of
 -- The priority rank stored in an activity record; a record that cannot be read ranks
 -- as normal, and the worker that claims it sends it to the dead-letter queue.
 local function rank_of(record)
@@ -33,6 +38,7 @@ local function rank_of(record)
   return 2
 end
 
+--- schedule_owner
 -- The owner (code, operator, api) of a stored schedule's JSON; one that cannot be read
 -- counts as the API's.
 local function schedule_owner(stored)
@@ -40,6 +46,7 @@ local function schedule_owner(stored)
   return (ok and type(doc) == 'table' and doc['owner']) or 'api'
 end
 
+--- UNPACK_SLICE call_many
 -- redis.call(cmd, key, args...) for a list of arguments of any length, in slices that Lua
 -- can unpack (an even slice length keeps field/value and score/member pairs together).
 -- Returns the replies of the slices, concatenated when they are lists.
@@ -61,6 +68,7 @@ local function call_many(cmd, key, args)
   return all
 end
 
+--- limited_token
 -- Limits (docs/limits.md): a lease the claim took under limits has a token whose sequence
 -- starts with '~' ("<worker id>:~<seq>": the worker id stays as it was, for the operator),
 -- and "<type>\t<limit key or ''>" in the `limited` hash; ending it gives the type's and the
@@ -69,6 +77,7 @@ local function limited_token(token)
   return type(token) == 'string' and string.find(token, ':~', 1, true) ~= nil
 end
 
+--- limits_lib
 -- The helpers below are made on first use (limits_lib()), not by every script run: scripts
 -- run on queues with no limits make no closures they do not use.
 local function limits_lib()
@@ -120,4 +129,48 @@ local function limits_lib()
   end
 
   return { give_back = give_back, wake_one = wake_one, fair_score = fair_score }
+end
+
+--- drop_ready_tokens
+-- Nothing left to claim: the '1' wake-ups left would only wake workers for nothing. An 's'
+-- (the schedule changed) stays for a worker's scheduler.
+local function drop_ready_tokens(notify)
+  redis.call('LREM', notify, 0, '1')
+end
+
+--- lease_claimed
+-- The claims (claim.lua, claim_limited.lua, whose KEYS[2..4], KEYS[8] and ARGV[2] are
+-- alike): lease `ids`, taken out of a ready set already, with `token` for ARGV[2] ms; returns
+-- the claim's reply {now, token, {id, redeliveries, ...}, wait, id1, record1, ...}.
+local function lease_claimed(now, token, ids, wait)
+  local inflight, leases, jobs, redeliveries = KEYS[2], KEYS[3], KEYS[4], KEYS[8]
+  local deadline = now + tonumber(ARGV[2])
+  local again = {}
+  local out = { now, token, again, wait }
+  -- A few calls for the whole batch, not a few per activity.
+  local deadlines, tokens = {}, {}
+  for i = 1, #ids do
+    local id = ids[i]
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = id
+    tokens[#tokens + 1] = id
+    tokens[#tokens + 1] = token
+  end
+  if redis.call('HLEN', redeliveries) > 0 then
+    local counts = call_many('HMGET', redeliveries, ids)
+    for i = 1, #ids do
+      if counts[i] then
+        again[#again + 1] = ids[i]
+        again[#again + 1] = counts[i]
+      end
+    end
+  end
+  call_many('ZADD', inflight, deadlines)
+  call_many('HSET', leases, tokens)
+  local records = call_many('HMGET', jobs, ids)
+  for i = 1, #ids do
+    out[#out + 1] = ids[i]
+    out[#out + 1] = records[i] or ''
+  end
+  return out
 end

@@ -111,7 +111,7 @@ while g <= #ARGV do
     if #key_args > 0 then
       call_many('HSET', keyof, key_args)
       -- From now on the queue's claims look at the keyed ready set too (claim.lua).
-      redis.call('HSET', KEYS[10], 'keyed', '1')
+      redis.call('HSET', KEYS[10], 'keyed', '1', 'lim', '1')
     end
     if later then
       call_many('ZADD', scheduled, index_args)

@@ -29,7 +29,7 @@ redis.call('HDEL', KEYS[9], id)
 redis.call('HSET', jobs, id, ARGV[2])
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[11], id, ARGV[5])
-  redis.call('HSET', KEYS[13], 'keyed', '1')
+  redis.call('HSET', KEYS[13], 'keyed', '1', 'lim', '1')
   redis.call('ZADD', KEYS[10], limits_lib().fair_score(KEYS[12], ARGV[5], tonumber(ARGV[3])), id)
 else
   redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)

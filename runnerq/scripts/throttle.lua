@@ -41,7 +41,7 @@ if hold ~= '' then
     redis.call('HSET', state, field, until_ms)
   end
   if tonumber(redis.call('HGET', config, 'held_until') or '0') < until_ms then
-    redis.call('HSET', config, 'held_until', until_ms)
+    redis.call('HSET', config, 'held_until', until_ms, 'lim', '1')
   end
   redis.call('HINCRBY', state, 't:' .. hold, 1)
 end

@@ -73,6 +73,34 @@ async def test_the_claim_takes_the_limits_keys_only_while_it_needs_them(
     assert len(store.claim_call(1, 30.0, "w").keys) == 8
 
 
+async def test_one_config_flag_sends_claims_to_the_limited_path_until_nothing_needs_it(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    # A queue with no limits reads two config fields per claim: "lim" is set with limits,
+    # a hold and a limit key, and the first claim that finds none of them clears it.
+    keys = QueueKeys(client.queue_name)
+    assert await raw_redis.hget(keys.config, "lim") is None
+    await client.set_limits(Limits(concurrency=1))
+    assert await raw_redis.hget(keys.config, "lim") == "1"
+    await client.enqueue_many([("t", i) for i in range(3)])
+    claim = await _claim(store)
+    assert len(claim.items) == 1 and store.claim_limited
+    await client.set_limits(None)
+    assert await raw_redis.hget(keys.config, "lim") == "1"  # cleared by the claim, not here
+    rest = await _claim(store, lease=0.2)
+    assert len(rest.items) == 2 and not store.claim_limited
+    assert await raw_redis.hget(keys.config, "lim") is None
+    # A handler's hold sets it too, until the hold has passed.
+    await store.run_calls([store.throttle_call(rest.items[0][0], rest.token, 0.3, "h:t")])
+    assert await raw_redis.hget(keys.config, "lim") == "1"
+    await _claim(store)
+    assert store.claim_limited
+    await asyncio.sleep(0.35)  # the hold's end, by Redis's clock: the next claim clears it
+    await _claim(store)
+    assert await raw_redis.hget(keys.config, "lim") is None
+    assert not store.claim_limited
+
+
 async def test_queue_concurrency_caps_the_leases_of_every_worker(
     client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
 ) -> None:
@@ -180,10 +208,10 @@ async def test_bad_limits_write_nothing(client: ActivityClient, raw_redis: aiore
             await client.store.set_config({"limits": text, "paused": True})
     with pytest.raises(TypeError):
         await client.set_limits({"concurrency": 2})  # type: ignore[arg-type]
-    assert await raw_redis.hgetall(config) == {"limits": good.to_json()}
+    assert await raw_redis.hgetall(config) == {"limits": good.to_json(), "lim": "1"}
     assert await client.get_limits() == good
-    await client.set_limits(Limits())  # nothing limited: no field
-    assert await raw_redis.hgetall(config) == {}
+    await client.set_limits(Limits())  # nothing limited: no field ("lim" goes at a claim)
+    assert await raw_redis.hgetall(config) == {"lim": "1"}
 
 
 async def test_a_rate_limited_handler_holds_its_type_back_on_every_worker_without_a_retry(
