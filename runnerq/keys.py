@@ -61,6 +61,8 @@ class QueueKeys:
     kready: str = field(init=False)
     keyof: str = field(init=False)
     kvt: str = field(init=False)
+    # Limit keys held back by a handler (RateLimitedError(hold="key")): key -> hold's end (ms).
+    kholds: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -88,6 +90,7 @@ class QueueKeys:
             "kready",
             "keyof",
             "kvt",
+            "kholds",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "limit_state", base + "limits")

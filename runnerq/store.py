@@ -490,6 +490,7 @@ class QueueStore:
                 k.limit_state,
                 k.limited,
                 k.config,
+                k.kholds,
             ],
             [activity_id, token, _ms(delay), hold or "", NOTIFY_CAP],
         )

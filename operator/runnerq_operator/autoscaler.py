@@ -278,7 +278,9 @@ class Autoscaler:
             self.metrics.depth.labels(state.namespace, state.name, state.spec.queue, name).set(
                 value
             )
-        labels = (state.namespace, state.name, state.spec.queue, "eligible")
+        queue_labels = (state.namespace, state.name, state.spec.queue)
+        self.metrics.held_keys.labels(*queue_labels).set(depth.held_keys)
+        labels = (*queue_labels, "eligible")
         if depth.eligible is not None:  # only while the queue has a rate or concurrency
             self.metrics.depth.labels(*labels).set(depth.eligible)
         else:

@@ -66,6 +66,12 @@ class OperatorMetrics:
             ["namespace", "name", "queue", "state"],
             registry=r,
         )
+        self.held_keys = Gauge(
+            "runnerq_operator_held_keys",
+            "Limit keys that a handler holds back now (RateLimitedError with hold='key').",
+            ["namespace", "name", "queue"],
+            registry=r,
+        )
         self.desired = Gauge(
             "runnerq_operator_desired_replicas",
             "Replicas the operator wants for the queue's workers.",
@@ -91,6 +97,8 @@ class OperatorMetrics:
                 self.depth.remove(namespace, name, queue, state)
         with contextlib.suppress(KeyError):
             self.desired.remove(namespace, name, queue)
+        with contextlib.suppress(KeyError):
+            self.held_keys.remove(namespace, name, queue)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

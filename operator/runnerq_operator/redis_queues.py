@@ -43,7 +43,7 @@ __all__ = [
 OPERATOR_REDIS_CONFIG = RedisConfig(
     max_size=4, min_idle=0, conn_timeout=3.0, idle_timeout=300.0, max_lifetime=3600.0
 )
-COMMANDS_PER_QUEUE = 8
+COMMANDS_PER_QUEUE = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +98,11 @@ async def read_depths(
                 pipe.zcard(k.dlq)
                 pipe.hmget(k.config, ["paused", "limits"])
                 pipe.hget(k.limit_state, "b:q")
+                pipe.zcount(k.kholds, f"({now_ms}", "+inf")  # keys whose hold has not ended
             raw = await pipe.execute()
     depths = []
     for i in range(len(queries)):
-        ready, keyed, in_flight, scheduled, due, dead, (paused, limits), bucket = raw[
+        ready, keyed, in_flight, scheduled, due, dead, (paused, limits), bucket, held = raw[
             i * COMMANDS_PER_QUEUE : (i + 1) * COMMANDS_PER_QUEUE
         ]
         depth = Depth(
@@ -111,6 +112,7 @@ async def read_depths(
             due_soon=int(due),
             dead_letter=int(dead),
             paused=paused in ("1", "true"),
+            held_keys=int(held),
         )
         depths.append(with_limits(depth, limits, bucket, now_ms))
     return depths

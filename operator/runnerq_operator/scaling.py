@@ -69,6 +69,8 @@ class Depth:
     eligible: int | None = None
     #: The queue's concurrency limit, None when it has none.
     max_running: int | None = None
+    #: Limit keys a handler holds back now (``RateLimitedError(hold="key")``).
+    held_keys: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@
 -- KEYS[7] limited     HASH  id -> type of leases taken under limits
 -- KEYS[8] config      HASH  queue configuration ("held_until": the latest hold's end, which
 --                           sends claims to the limited path until then)
+-- KEYS[9] kholds      ZSET  limit key -> its hold's end (ms): counts the keys held back now
+--                           (the operator's gauge); ended holds leave it (and their "hk:"
+--                           field) here, a bounded number per call
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] what to hold: "h:<type>",
 -- "hk:<limit key>" or '' (nothing but this activity),
@@ -19,8 +22,8 @@
 --
 -- Returns 1, or 0 when the worker no longer held the lease (nothing changes).
 
-local inflight, leases, scheduled, stats, notify, state, limited, config =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local inflight, leases, scheduled, stats, notify, state, limited, config, kholds =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local id = ARGV[1]
 if redis.call('HGET', leases, id) ~= ARGV[2] then
   return 0
@@ -44,6 +47,16 @@ if hold ~= '' then
     redis.call('HSET', config, 'held_until', until_ms, 'lim', '1')
   end
   redis.call('HINCRBY', state, 't:' .. hold, 1)
+  if string.sub(hold, 1, 3) == 'hk:' then
+    local ended = redis.call('ZRANGEBYSCORE', kholds, '-inf', now, 'LIMIT', 0, 100)
+    for i = 1, #ended do
+      redis.call('HDEL', state, 'hk:' .. ended[i])
+    end
+    if #ended > 0 then
+      call_many('ZREM', kholds, ended)
+    end
+    redis.call('ZADD', kholds, redis.call('HGET', state, field), string.sub(hold, 4))
+  end
 end
 redis.call('LPUSH', notify, 's')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[5]) - 1)

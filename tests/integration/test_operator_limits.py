@@ -4,6 +4,7 @@ the autoscaler what the limits let start."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -98,3 +99,43 @@ async def test_unreadable_limits_scale_as_none(
     await redis.hset(QueueKeys(queue_name).config, "limits", "{not json")
     (depth,) = await read_depths(redis, [DepthQuery(queue_name)], int(time.time() * 1000))
     assert depth.eligible is None and depth.max_running is None
+
+
+async def test_keys_a_handler_holds_back_are_counted_until_their_hold_ends(
+    redis_url: str, queue_name: str, pools: RedisPools
+) -> None:
+    """What the operator's held-keys gauge exports: one ZCOUNT a queue, in the depth read."""
+    redis = pools.client(RedisTarget(redis_url))
+    keys = QueueKeys(queue_name)
+    async with ActivityClient(redis_url, queue_name) as client:
+        store = client.store
+        for i in range(3):
+            await client.execute_activity("t", i, ActivityOption(limit_key=f"tenant-{i}"))
+        claim = await store.claim(3, 60.0, new_worker_id())
+        assert claim is not None and len(claim.items) == 3
+        holds = [("tenant-0", 0.3), ("tenant-1", 30.0), ("tenant-2", 30.0)]
+        for (activity_id, _), (key, seconds) in zip(claim.items, holds, strict=True):
+            call = store.throttle_call(activity_id, claim.token, seconds, f"hk:{key}")
+            assert await store.run_calls([call]) == [1]
+
+        async def held() -> int:
+            (depth,) = await read_depths(redis, [DepthQuery(queue_name)], int(time.time() * 1000))
+            return depth.held_keys
+
+        assert await held() == 3
+        assert set((await client.get_limit_stats()).held_keys) == {
+            "tenant-0",
+            "tenant-1",
+            "tenant-2",
+        }
+        await asyncio.sleep(0.4)  # tenant-0's hold has ended
+        assert await held() == 2
+        # The next hold written sweeps the ended one out (its field too): nothing grows.
+        await client.execute_activity("t", 9, ActivityOption(limit_key="tenant-9"))
+        claim = await store.claim(1, 60.0, new_worker_id())
+        assert claim is not None and len(claim.items) == 1
+        call = store.throttle_call(claim.items[0][0], claim.token, 30.0, "hk:tenant-9")
+        assert await store.run_calls([call]) == [1]
+        assert await redis.zscore(keys.kholds, "tenant-0") is None
+        assert await redis.hget(keys.limit_state, "hk:tenant-0") is None
+        assert await held() == 3

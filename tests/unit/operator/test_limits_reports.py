@@ -72,3 +72,27 @@ def test_the_depth_gauge_has_eligible_while_the_queue_has_limits() -> None:
     scaler._export_depth(state, CAPPED)
     metrics.forget("ns", "emails", state.spec.queue)
     assert sample() is None
+
+
+def test_the_held_keys_gauge_follows_the_depth_read() -> None:
+    registry = QueueRegistry(gated=False)
+    state = register(registry)
+    metrics = OperatorMetrics()
+    scaler = Autoscaler(
+        registry,
+        cast(QueueWriter, None),
+        cast(RedisPools, None),
+        metrics,
+        OperatorConfig(),
+    )
+    labels = {"namespace": "ns", "name": "emails", "queue": state.spec.queue}
+
+    def sample() -> float | None:
+        return metrics.registry.get_sample_value("runnerq_operator_held_keys", labels)
+
+    scaler._export_depth(state, Depth(ready=5, held_keys=3))
+    assert sample() == 3
+    scaler._export_depth(state, Depth(ready=5))
+    assert sample() == 0
+    metrics.forget("ns", "emails", state.spec.queue)
+    assert sample() is None
