@@ -96,37 +96,76 @@ local function limited_claim(lim, now, held_until)
     return ''
   end
 
-  -- The candidates of a scan, in the order a claim takes them: by priority; within a level,
-  -- one from the ready set and one from the keyed ready set in turn (each in its own order:
-  -- FIFO, and fair between keys). Returns a list of {id, score, keyed}.
-  local function merged(plain, keyed)
-    local out = {}
-    local i, j, turn = 1, 1, false
-    while i <= #plain or j <= #keyed do
-      local take_keyed
-      if i > #plain then
-        take_keyed = true
-      elseif j > #keyed then
-        take_keyed = false
+  -- The candidates of a scan, one at a time, in the order a claim takes them: by priority;
+  -- within a level, one from the ready set and one from the keyed ready set in turn (each in
+  -- its own order: FIFO, and fair between keys). Each set is read in chunks, records (and
+  -- limit keys) with them, only as far as the claim goes: usually the first chunk, when most
+  -- candidates are allowed; at most SCAN of each set.
+  local function source(key, is_keyed, count, chunk)
+    return {
+      key = key,
+      keyed = is_keyed,
+      more = count > 0,
+      offset = 0,
+      chunk = chunk,
+      items = {},
+      pos = 1,
+      recs = {},
+      keys = {},
+    }
+  end
+
+  -- Reads src's next chunk when the current one is used up; false when nothing is left.
+  local function ready_item(src)
+    if src.pos <= #src.items then
+      return true
+    end
+    if not src.more then
+      return false
+    end
+    local n = math.min(src.chunk, SCAN - src.offset)
+    local got = redis.call('ZRANGE', src.key, src.offset, src.offset + n - 1, 'WITHSCORES')
+    src.offset = src.offset + n
+    src.more = #got == 2 * n and src.offset < SCAN
+    src.items, src.pos = got, 1
+    if #got == 0 then
+      return false
+    end
+    local chunk_ids = {}
+    for i = 1, #got, 2 do
+      chunk_ids[#chunk_ids + 1] = got[i]
+    end
+    src.recs = call_many('HMGET', jobs, chunk_ids)
+    src.keys = src.keyed and call_many('HMGET', keyof, chunk_ids) or {}
+    return true
+  end
+
+  local turn = false
+  -- The next candidate {id, score, keyed, record, limit key} of sources a and b, or nil.
+  local function next_candidate(a, b)
+    local has_a, has_b = ready_item(a), ready_item(b)
+    if not has_a and not has_b then
+      return nil
+    end
+    local src
+    if not has_a then
+      src = b
+    elseif not has_b then
+      src = a
+    else
+      local ra = math.floor(tonumber(a.items[a.pos + 1]) / SEQ_SPAN)
+      local rb = math.floor(tonumber(b.items[b.pos + 1]) / SEQ_SPAN)
+      if ra ~= rb then
+        src = (rb < ra) and b or a
       else
-        local ra = math.floor(tonumber(plain[i + 1]) / SEQ_SPAN)
-        local rb = math.floor(tonumber(keyed[j + 1]) / SEQ_SPAN)
-        if ra ~= rb then
-          take_keyed = rb < ra
-        else
-          take_keyed = turn
-          turn = not turn
-        end
-      end
-      if take_keyed then
-        out[#out + 1] = { keyed[j], tonumber(keyed[j + 1]), true }
-        j = j + 2
-      else
-        out[#out + 1] = { plain[i], tonumber(plain[i + 1]), false }
-        i = i + 2
+        src = turn and b or a
+        turn = not turn
       end
     end
-    return out
+    local p = src.pos
+    local n = (p + 1) / 2
+    src.pos = p + 2
+    return { src.items[p], tonumber(src.items[p + 1]), src.keyed, src.recs[n], src.keys[n] or '' }
   end
 
   local function min_wait(wait, w)
@@ -186,35 +225,18 @@ local function limited_claim(lim, now, held_until)
       end
     else
       local seen, kseen = {}, {} -- type -> its state, key -> its state, read once a claim
-      local plain = redis.call('ZRANGE', ready, 0, SCAN - 1, 'WITHSCORES')
-      local keyed = {}
-      if kpending > 0 then
-        keyed = redis.call('ZRANGE', kready, 0, SCAN - 1, 'WITHSCORES')
-      end
-      local candidates = merged(plain, keyed)
-      local cids, kids = {}, {}
-      for i = 1, #candidates do
-        cids[i] = candidates[i][1]
-        if candidates[i][3] then
-          kids[#kids + 1] = candidates[i][1]
-        end
-      end
-      local recs = call_many('HMGET', jobs, cids)
-      local keys_of = {}
-      if #kids > 0 then
-        local found = call_many('HMGET', keyof, kids)
-        for i = 1, #kids do
-          keys_of[kids[i]] = found[i] or ''
-        end
-      end
+      local chunk = math.min(SCAN, math.max(16, 2 * allowed))
+      local plain = source(ready, false, pending, chunk)
+      local keyed = source(kready, true, kpending, chunk)
       local from_ready, from_kready = {}, {}
       local clock = nil
-      for i = 1, #candidates do
-        if #ids >= allowed then
+      while #ids < allowed do
+        local c = next_candidate(plain, keyed)
+        if not c then
           break
         end
-        local id = cids[i]
-        local t = type_of(recs[i])
+        local id = c[1]
+        local t = type_of(c[4])
         local s = seen[t]
         if not s then
           local tl = types[t]
@@ -247,7 +269,7 @@ local function limited_claim(lim, now, held_until)
             throttled[#throttled + 1] = 't:t:' .. t
           end
         end
-        local k = keys_of[id] or ''
+        local k = c[5]
         local kused = 0
         local key_held = held_until > now
         if ok and k ~= '' and (klim['concurrency'] or type(klim['rate']) == 'table' or key_held) then
@@ -290,12 +312,12 @@ local function limited_claim(lim, now, held_until)
           of_type[#ids] = t
           of_key[#ids] = k
           taken[t] = used + 1
-          if candidates[i][3] then
+          if c[3] then
             from_kready[#from_kready + 1] = id
             if k ~= '' then
               ktaken[k] = kused + 1
             end
-            local vt = candidates[i][2] % SEQ_SPAN
+            local vt = c[2] % SEQ_SPAN
             clock = clock and math.max(clock, vt) or vt
           else
             from_ready[#from_ready + 1] = id

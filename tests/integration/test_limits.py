@@ -15,6 +15,7 @@ from runnerq import (
     ActivityClient,
     ActivityContext,
     ActivityOption,
+    ActivityPriority,
     ConfigurationError,
     KeyLimit,
     Limits,
@@ -291,6 +292,26 @@ async def test_per_key_concurrency_and_rate(client: ActivityClient, store: Queue
     assert sorted(_payloads(await _claim(store))) == ['"A2"', '"B1"']
     assert (await _claim(store)).items == []
     assert store.claim_again_in > 50  # the next token of either key
+
+
+async def test_a_claim_reads_past_chunks_of_candidates_its_limits_hold_back(
+    client: ActivityClient, store: QueueStore
+) -> None:
+    """The limited claim reads each ready set in chunks (16 for a claim of 1) as far as it
+    goes: 40 critical activities of one key, held back by its concurrency, do not hide the
+    normal ones behind them, nor change the order by priority."""
+    await client.set_limits(Limits(keys=KeyLimit(concurrency=1)))
+    critical = ActivityOption(limit_key="A", priority=ActivityPriority.CRITICAL)
+    await client.enqueue_many([("t", f"A{i}", critical) for i in range(41)])
+    await client.enqueue_many([("t", f"n{i}", ActivityOption(limit_key=f"k{i}")) for i in range(3)])
+    await client.enqueue_many([("t", f"p{i}") for i in range(3)])
+    assert _payloads(await _claim(store, 1)) == ['"A0"']  # by priority first
+    taken = [_payloads(await _claim(store, 1)) for _ in range(6)]
+    # then the normal ones, each ready set in its own order
+    order = [t[0] for t in taken]
+    assert [p for p in order if "n" in p] == ['"n0"', '"n1"', '"n2"']
+    assert [p for p in order if "p" in p] == ['"p0"', '"p1"', '"p2"']
+    assert (await _claim(store, 1)).items == []
 
 
 async def test_an_activity_with_a_limit_key_goes_back_to_its_own_ready_set(
