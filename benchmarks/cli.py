@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from .limits import LimitSettings, run_limit_rows
 from .pins import LIBRARIES, PEERS, Library
 from .proc import Adapter
 from .profiling import PY_SPY, attach_py_spy, format_summary, py_spy_command, summarize
@@ -31,8 +32,8 @@ from .venvs import default_cache_dir, ensure_tool, ensure_venv, freeze
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("enqueue", "process", "latency", "schedules")
-DEFAULT_GROUPS = {"enqueue", "process", "latency"}  # schedules: only when asked for
+GROUPS = ("enqueue", "process", "latency", "schedules", "limits")
+DEFAULT_GROUPS = {"enqueue", "process", "latency"}  # schedules, limits: only when asked for
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -170,6 +171,11 @@ def run(a: argparse.Namespace, url: str) -> dict[str, Any]:
         _say(f"== runnerq: schedules (load {_loadavg()})")
         meta["schedule_settings"] = asdict(ss)
         cells["runnerq"].update(run_schedule_rows(scenarios, adapters["runnerq"], ss, _say))
+    if "limits" in groups and "runnerq" in adapters:
+        ls = LimitSettings.quick() if a.quick else LimitSettings()
+        _say(f"== runnerq: limits (load {_loadavg()})")
+        meta["limit_settings"] = asdict(ls)
+        cells["runnerq"].update(run_limit_rows(scenarios, adapters["runnerq"], ls, _say))
     meta["load_trace"] = trace
     profile = None
     if a.profile:

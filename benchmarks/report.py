@@ -115,6 +115,12 @@ def rows_for(concurrencies: Sequence[int], n: int, enqueue_n: int, callers: int)
             "<3%",
             _value("<", 3),
         ),
+        # --rows limits (runnerq only; see benchmarks/limits.py)
+        Row("process_c10_no_limits", "process, concurrency 10, no limits", "/s", True),
+        Row("process_c10_keys1000", "process, c10, 1,000 keys, 1 per key at once", "/s", True),
+        Row("keys1000_cost_pct", "  slower than no limits", "%", False),
+        Row("process_c10_skew99", "process, c10, one key 99% of backlog (fairness)", "/s", True),
+        Row("skew99_cost_pct", "  slower than no limits", "%", False),
     ]
 
 
