@@ -258,7 +258,9 @@ class AckBatcher:
 
     def _call(self, ack: Ack) -> ScriptCall:
         if type(ack) is Retry:
-            return self._store.retry_call(ack.activity_id, ack.token, ack.record_json, ack.delay)
+            return self._store.retry_call(
+                ack.activity_id, ack.token, ack.record_json, ack.delay, ack.error, ack.attempt
+            )
         if type(ack) is Throttled:
             return self._store.throttle_call(ack.activity_id, ack.token, ack.delay, ack.hold)
         assert type(ack) is DeadLetter

@@ -19,10 +19,19 @@ from .connection import REDIS_ERRORS, connect, translate_errors, warm_up
 from .durations import Duration, seconds
 from .errors import BulkEnqueueError, BulkEnqueueUnavailableError, ConfigurationError
 from .future import ActivityFuture
+from .history import (
+    ActivityEvent,
+    Progress,
+    Throughput,
+    compose_events,
+    last_progress,
+    throughput,
+)
 from .limits import Limits, LimitStats
 from .metrics import ACTIVITY_ENQUEUED, MetricsSink, NoopMetrics
 from .options import ActivityOption
 from .prepare import NO_OPTIONS, ActivityIds, BulkEntries, Entry, prepare
+from .presence import WorkerInfo, list_workers, register_queue
 from .priority import ActivityPriority
 from .record import DeadLetterEntry
 from .results import ResultListener
@@ -62,6 +71,8 @@ class ActivityClient:
         self._enqueuer: Coalescer[EnqueueItem, tuple[str, bool]] = Coalescer(
             self._enqueue_batch, _ENQUEUE_BATCH
         )
+        # The queue is in the registry of queue names (once per client: ``_register``).
+        self._registered = False
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_REDIS_URL, queue: str = DEFAULT_QUEUE, **kw: Any) -> Self:
@@ -80,6 +91,20 @@ class ActivityClient:
     async def connect(self) -> None:
         """Check that Redis answers and open the pool's idle connections."""
         await warm_up(self.redis, self.redis_url, self.redis_config.min_idle)
+        await self._register()
+
+    async def _register(self) -> None:
+        """Add the queue to the registry of queue names (``runnerq:queues``), once per client:
+        on connect or first enqueue. A plain command outside the queue's hash tag."""
+        if self._registered:
+            return
+        self._registered = True
+        try:
+            with translate_errors("cannot register the queue"):
+                await register_queue(self.redis, self.settings.name)
+        except BaseException:
+            self._registered = False
+            raise
 
     async def aclose(self) -> None:
         await self._enqueuer.aclose()
@@ -118,6 +143,8 @@ class ActivityClient:
             options or NO_OPTIONS,
             self.settings.max_payload_bytes,
         )
+        if not self._registered:
+            await self._register()
         with translate_errors("cannot enqueue"):
             activity_id, created = await self._enqueuer.submit(item)
         return ActivityFuture(self, activity_id, created)
@@ -132,6 +159,8 @@ class ActivityClient:
         entries = BulkEntries(self._ids, activities, self.settings.max_payload_bytes)
         if not len(entries):
             return []
+        if not self._registered:
+            await self._register()
         # In order (FIFO within a priority): streamed on one connection, never batches on
         # parallel connections, which could reach Redis out of order.
         try:
@@ -167,6 +196,32 @@ class ActivityClient:
         """Cancel a pending, scheduled or running activity; False if it already finished."""
         with translate_errors("cannot cancel"):
             return await self.store.cancel(activity_id) != 0
+
+    async def get_events(self, activity_id: str) -> list[ActivityEvent]:
+        """The activity's history, oldest first (docs/history.md): enqueued (while its record
+        is kept), claimed, failed, retry, lease_lost, throttled, released, requeued, and how
+        it ended; the last ``HISTORY_CAP`` stored events. Empty for an unknown id."""
+        with translate_errors("cannot read the activity's events"):
+            raws, claim, record = await self.store.events(activity_id)
+        return compose_events(raws, claim, record)
+
+    async def get_progress(self, activity_id: str) -> Progress | None:
+        """What the activity's handler last reported (``ctx.progress``): the running
+        attempt's, else the last attempt's (kept with its history); None if none."""
+        with translate_errors("cannot read the activity's progress"):
+            return last_progress(*await self.store.progress(activity_id))
+
+    async def get_throughput(self, minutes: int = 60) -> Throughput:
+        """Completed and failed attempts over the last hour and day, and per minute for the
+        last ``minutes`` (at most a day), from the queue's per-minute counts."""
+        with translate_errors("cannot read the queue's throughput"):
+            raw, now_minute = await self.store.minutes()
+        return throughput(raw, now_minute, max(1, min(minutes, 1440)))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The queue's live workers (registry entries refreshed by their heartbeats)."""
+        with translate_errors("cannot read the queue's workers"):
+            return await list_workers(self.redis, self.settings.name)
 
     async def get_stats(self) -> QueueStats:
         with translate_errors("cannot read queue stats"):

@@ -7,10 +7,12 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .history import progress_args
 from .priority import ActivityPriority
 
 if TYPE_CHECKING:
     from .client import ActivityClient
+    from .progress import ProgressReporter
 
 __all__ = ["ActivityContext", "CancelToken"]
 
@@ -63,6 +65,27 @@ class ActivityContext:
     metadata: dict[str, Any]
     activity_executor: ActivityClient
     cancel_token: CancelToken = field(default_factory=CancelToken)
+    # The lease token, for progress writes; the reporter is made on the first report.
+    lease_token: str = field(default="", repr=False)
+    _progress: ProgressReporter | None = field(default=None, repr=False)
 
     def is_cancelled(self) -> bool:
         return self.cancel_token.is_cancelled()
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the activity got: ``fraction`` from 0 to 1 and an optional message
+        (docs/history.md). Readable from ``ActivityFuture.progress()`` while it runs and after.
+        Writes are coalesced to one per ``PROGRESS_INTERVAL`` (0.15 s) per activity, the last
+        value winning; the last one is written before the activity's outcome. ``ValueError``
+        for a fraction outside 0..1, ``TypeError`` for a non-number or a non-string message.
+        """
+        args = progress_args(fraction, message)
+        reporter = self._progress
+        if reporter is None:
+            if not self.lease_token:
+                return  # not run by a worker (a handler called directly): nowhere to write
+            from .progress import ProgressReporter
+
+            store = self.activity_executor.store
+            reporter = self._progress = ProgressReporter(store, self.activity_id, self.lease_token)
+        await reporter.report(args)

@@ -13,6 +13,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client import ActivityClient
+    from .history import Progress
 
 __all__ = ["ActivityFuture"]
 
@@ -52,6 +53,11 @@ class ActivityFuture:
         if reason == "timeout":
             raise ActivityTimedOutError(self.activity_id, error, reason)
         raise ActivityDeadLetteredError(self.activity_id, error, reason)
+
+    async def progress(self) -> Progress | None:
+        """What the activity's handler last reported (``ctx.progress``), while it runs and
+        after it ended (as long as its history is kept); None when it reported nothing."""
+        return await self._client.get_progress(self.activity_id)
 
     async def cancel(self) -> bool:
         """Cancel the activity if it has not finished; True if this call cancelled it."""

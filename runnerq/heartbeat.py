@@ -1,6 +1,7 @@
 """``Heartbeat``: extends the leases a worker holds, reaps expired ones, refreshes the queue's
-configuration, and watches the connection; and the stall guard's wiring (``stall_guard``
-keeps the leases from its own thread while a handler blocks the event loop)."""
+configuration and the worker's registry entry (``presence``), and watches the connection;
+and the stall guard's wiring (``stall_guard`` keeps the leases from its own thread while a
+handler blocks the event loop)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .client import ActivityClient
 from .connection import drop_connections
 from .metrics import ACTIVITY_LEASE_LOST, EVENT_LOOP_STALL, MetricsSink
 from .metrics import REDIS_ERRORS as REDIS_ERRORS_METRIC
+from .presence import beat_commands, worker_fields
 from .stall_guard import StallGuard, StallPolicy
 from .worker_state import WorkerState
 
@@ -23,8 +25,16 @@ log = logging.getLogger("runnerq.worker")
 
 
 class Heartbeat:
-    def __init__(self, state: WorkerState, client: ActivityClient, metrics: MetricsSink) -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        client: ActivityClient,
+        metrics: MetricsSink,
+        worker_id: str = "",
+    ) -> None:
         self._state = state
+        self._worker_id = worker_id
+        self._started_ms = int(time.time() * 1000)
         self._client = client
         self._store = client.store
         self._metrics = metrics
@@ -70,8 +80,29 @@ class Heartbeat:
         reaped = await store.reap()
         if reaped:
             log.info("returned %d activities with expired leases to the queue", reaped)
-        state.read_defaults(await store.get_config())
+        state.read_defaults(await self._config_and_presence())
         state.redis_answered()
+
+    async def _config_and_presence(self) -> dict[str, str]:
+        """The queue's configuration, read in the same round trip as the worker's registry
+        entry is written (docs/history.md)."""
+        state = self._state
+        store = self._store
+        if not self._worker_id:
+            return await store.get_config()
+        fields = worker_fields(
+            state.settings.max_workers,
+            len(state.running),
+            self._started_ms,
+            int(time.time() * 1000),
+        )
+        async with store.redis.pipeline(transaction=False) as pipe:
+            beat_commands(
+                pipe, store.keys, self._worker_id, fields, state.settings.heartbeat_interval
+            )
+            pipe.hgetall(store.keys.config)
+            replies = await pipe.execute()
+        return {str(k): str(v) for k, v in replies[-1].items()}
 
     # -- a blocked event loop ----------------------------------------------------------
 

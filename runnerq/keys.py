@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigurationError
 
-__all__ = ["KEY_PREFIX", "QueueKeys", "validate_queue_name"]
+__all__ = ["KEY_PREFIX", "QUEUES_KEY", "QueueKeys", "validate_queue_name"]
 
 KEY_PREFIX = "runnerq"
+# The registry of queue names (a SET): outside every queue's hash tag, so it is written with
+# plain commands (never from a queue's script) and works on Redis Cluster (docs/history.md).
+QUEUES_KEY = f"{KEY_PREFIX}:queues"
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
@@ -63,6 +66,11 @@ class QueueKeys:
     kvt: str = field(init=False)
     # Limit keys held back by a handler (RateLimitedError(hold="key")): key -> hold's end (ms).
     kholds: str = field(init=False)
+    # History and live state for the console (docs/history.md): the claim time of each
+    # leased activity, progress reported by handlers, per-minute throughput counts.
+    claimed: str = field(init=False)
+    progress: str = field(init=False)
+    minutes: str = field(init=False)
     done_channel: str = field(init=False)
     cancel_channel: str = field(init=False)
 
@@ -91,6 +99,9 @@ class QueueKeys:
             "keyof",
             "kvt",
             "kholds",
+            "claimed",
+            "progress",
+            "minutes",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "limit_state", base + "limits")
@@ -107,6 +118,14 @@ class QueueKeys:
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}idem:{key}"
+
+    def events(self, activity_id: str) -> str:
+        """An activity's event history (LIST of JSON events, oldest first, bounded)."""
+        return f"{self.base}events:{activity_id}"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker's registry entry (HASH with a TTL, refreshed by its heartbeat)."""
+        return f"{self.base}worker:{worker_id}"
 
     def wake(self, worker_id: str) -> str:
         """A worker's own wake-up list: what stops its blocking wait for work at once."""

@@ -52,6 +52,8 @@ class Retry:
     token: str
     record_json: str  # the record with the attempt counted and its error
     delay: float  # seconds until it runs again
+    error: str = ""  # for the activity's history (docs/history.md)
+    attempt: int = 0  # the attempt that failed, from 1
 
 
 @dataclass(slots=True)
@@ -131,7 +133,14 @@ def failed(
             record_json = updated.encode()
         except SerializationError as exc:  # the record itself cannot be written again
             return dead_letter(record.id, token, f"{error}; {exc}", "corrupt", now)
-        return Retry(record.id, token, record_json, backoff.delay(record.retry_count + 1))
+        return Retry(
+            record.id,
+            token,
+            record_json,
+            backoff.delay(record.retry_count + 1),
+            error,
+            record.retry_count + 1,
+        )
     if retryable and reason == "failed":
         reason = "retries_exhausted"
     return dead_letter(

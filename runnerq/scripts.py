@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "cancel",
     "requeue",
     "purge_dead",
+    "progress",
     "schedule_upsert",
     "schedule_remove",
     "schedule_suspend",
@@ -103,6 +104,7 @@ class Scripts:
     cancel: AsyncScript
     requeue: AsyncScript
     purge_dead: AsyncScript
+    progress: AsyncScript
     schedule_upsert: AsyncScript
     schedule_remove: AsyncScript
     schedule_suspend: AsyncScript

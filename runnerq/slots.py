@@ -195,6 +195,7 @@ class SlotPool:
             metadata=record.metadata,
             activity_executor=self._client,
             cancel_token=cancel_token,
+            lease_token=token,
         )
         await self._run_handler(handler, record, ctx, token, timeout, max_retries)
 
@@ -220,6 +221,7 @@ class SlotPool:
                 metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
                 metrics.inc_counter(ACTIVITY_TIMEOUT)
                 error = f"timed out after {timeout:g}s"
+                await _settle_progress(ctx, True)
                 self._acks.add(
                     failed(
                         record,
@@ -234,24 +236,30 @@ class SlotPool:
                 )
                 return
             if reason is not None:
+                await _settle_progress(ctx, False)
                 if reason == "cancelled":
                     metrics.inc_counter(ACTIVITY_CANCELLED)
                 return  # lease lost or cancelled: nothing to acknowledge; shutdown: released
             task = asyncio.current_task()
             if task is not None and task.cancelling():
+                await _settle_progress(ctx, False)
                 raise  # cancelled from outside this worker's own bookkeeping
             # The handler raised CancelledError itself: a failure like any other.
+            await _settle_progress(ctx, True)
             self._raised(record, token, exc, max_retries, started)
             return
         except BaseException as exc:
             # Any exception, and also SystemExit, KeyboardInterrupt, GeneratorExit or a custom
             # BaseException from a handler: the activity failed; the worker is not stopped by
             # what one handler raises (signals reach the engine through its own handlers).
+            await _settle_progress(ctx, True)
             self._raised(record, token, exc, max_retries, started)
             return
         finally:
             self.deadlines.discard(activity_id, slot)
         metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
+        if ctx._progress is not None:
+            await _settle_progress(ctx, True)
         ack = completed(record, token, result, time.time())
         if type(ack) is DeadLetter:
             metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
@@ -275,3 +283,14 @@ class SlotPool:
         else:
             log.info("activity %s (%s) failed: %s", record.id, record.activity_type, describe(exc))
         self._acks.add(ack)
+
+
+async def _settle_progress(ctx: ActivityContext, keep: bool) -> None:
+    """The attempt ended: write the progress its handler reported last before the outcome is
+    sent (``keep``), or drop it (the lease is lost, or handed back)."""
+    reporter = ctx._progress
+    if reporter is not None:
+        if keep:
+            await reporter.flush()
+        else:
+            reporter.discard()

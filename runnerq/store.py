@@ -17,6 +17,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP, QueueSettings
+from .history import dead_letter_tail, failed_tail
 from .keys import QueueKeys
 from .limits import Limits, LimitStats
 from .priority import ActivityPriority
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 SEQ_SPAN = 2**48
+# How long a dead-lettered activity's history is kept, at least (its result's TTL when that
+# is longer): dead-letter entries have a cap, not a TTL, and the scripts cannot name the
+# history keys of the entries a cap or a purge drops (docs/history.md).
+DEAD_HISTORY_MS = 7 * 24 * 3600 * 1000
 # Queue configuration fields the engine reads (the operator writes them).
 CONFIG_FIELDS = ("paused", "max_retries", "timeout", "limits")
 
@@ -136,7 +141,7 @@ class QueueStore:
         k = self.keys
         # Seconds until the limits let more through, by the last claim (0: not limited).
         self.claim_again_in = 0.0
-        # The claim's keys: claim.lua's 8 while the queue has no limits, claim_limited.lua's 13
+        # The claim's keys: claim.lua's 9 while the queue has no limits, claim_limited.lua's 14
         # once a claim said it needs them (and until one says it no longer does).
         self._claim_keys = [
             k.ready,
@@ -147,13 +152,14 @@ class QueueStore:
             k.notify,
             k.seq,
             k.redeliveries,
+            k.claimed,
             k.limit_state,
             k.limited,
             k.kready,
             k.keyof,
             k.kvt,
         ]
-        self._claim_plain = self._claim_keys[:8]
+        self._claim_plain = self._claim_keys[:9]
         self.claim_limited = False
         k = self.keys
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
@@ -323,6 +329,9 @@ class QueueStore:
                     k.limited,
                     k.kready,
                     k.keyof,
+                    k.claimed,
+                    k.progress,
+                    k.events(activity_id),
                 ],
                 args=[
                     activity_id,
@@ -442,8 +451,9 @@ class QueueStore:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
-        keys += [k.limit_state, k.limited, k.notify, k.keyof]
+        keys += [k.limit_state, k.limited, k.notify, k.keyof, k.claimed, k.minutes, k.progress]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
+        keys += [k.events(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [
             self._result_ttl_ms,
             self.settings.completed_cap,
@@ -454,8 +464,15 @@ class QueueStore:
         return ScriptCall(self.scripts.complete, keys, args)
 
     def retry_call(
-        self, activity_id: str, token: str, record_json: str, delay: float
+        self,
+        activity_id: str,
+        token: str,
+        record_json: str,
+        delay: float,
+        error: str = "",
+        attempt: int = 0,
     ) -> ScriptCall:
+        """A failed attempt (``attempt``, from 1, with ``error``) back to the schedule."""
         k = self.keys
         return ScriptCall(
             self.scripts.retry,
@@ -468,8 +485,19 @@ class QueueStore:
                 k.notify,
                 k.limit_state,
                 k.limited,
+                k.claimed,
+                k.minutes,
+                k.progress,
+                k.events(activity_id),
             ],
-            [activity_id, token, record_json, _ms(delay), NOTIFY_CAP],
+            [
+                activity_id,
+                token,
+                record_json,
+                _ms(delay),
+                NOTIFY_CAP,
+                failed_tail(attempt, error),
+            ],
         )
 
     def throttle_call(
@@ -491,6 +519,9 @@ class QueueStore:
                 k.limited,
                 k.config,
                 k.kholds,
+                k.claimed,
+                k.progress,
+                k.events(activity_id),
             ],
             [activity_id, token, _ms(delay), hold or "", NOTIFY_CAP],
         )
@@ -513,6 +544,10 @@ class QueueStore:
                 k.limited,
                 k.notify,
                 k.keyof,
+                k.claimed,
+                k.minutes,
+                k.progress,
+                k.events(activity_id),
             ],
             [
                 activity_id,
@@ -523,6 +558,12 @@ class QueueStore:
                 self.settings.dead_letter_cap,
                 k.done_channel,
                 NOTIFY_CAP,
+                dead_letter_tail(
+                    None if entry.record is None else entry.record.retry_count + 1,
+                    entry.reason,
+                    entry.error,
+                ),
+                max(self._result_ttl_ms, DEAD_HISTORY_MS),
             ],
         )
 
@@ -545,8 +586,10 @@ class QueueStore:
         """Hand leases back to the front of their level (graceful shutdown)."""
         k = self.keys
         args: list[Any] = [NOTIFY_CAP]
+        history: list[str] = []
         for activity_id, token in held:
             args += [activity_id, token]
+            history.append(k.events(activity_id))
         if len(args) == 1:
             return 0
         return int(
@@ -562,6 +605,9 @@ class QueueStore:
                     k.limited,
                     k.kready,
                     k.keyof,
+                    k.claimed,
+                    k.progress,
+                    *history,
                 ],
                 args=args,
             )
@@ -593,26 +639,29 @@ class QueueStore:
         )
 
     async def reap(self, limit: int = 1000) -> int:
-        """Return activities whose lease expired to the ready set."""
+        """Return activities whose lease expired to the ready set: one call finds them, a
+        second (only when there are some) reaps them with their history keys."""
         k = self.keys
-        return int(
-            await self.scripts.reap(
-                keys=[
-                    k.inflight,
-                    k.leases,
-                    k.ready,
-                    k.jobs,
-                    k.notify,
-                    k.stats,
-                    k.redeliveries,
-                    k.limit_state,
-                    k.limited,
-                    k.kready,
-                    k.keyof,
-                ],
-                args=[limit, NOTIFY_CAP],
-            )
-        )
+        keys = [
+            k.inflight,
+            k.leases,
+            k.ready,
+            k.jobs,
+            k.notify,
+            k.stats,
+            k.redeliveries,
+            k.limit_state,
+            k.limited,
+            k.kready,
+            k.keyof,
+            k.claimed,
+            k.progress,
+        ]
+        expired = [str(i) for i in await self.scripts.reap(keys=keys, args=[limit, NOTIFY_CAP])]
+        if not expired:
+            return 0
+        keys += [k.events(i) for i in expired]
+        return int(await self.scripts.reap(keys=keys, args=[limit, NOTIFY_CAP, *expired]))
 
     # -- dead-letter queue -------------------------------------------------------------
 
@@ -653,6 +702,7 @@ class QueueStore:
                 k.keyof,
                 k.kvt,
                 k.config,
+                k.events(activity_id),
             ],
             args=[
                 activity_id,
@@ -716,6 +766,61 @@ class QueueStore:
             paused=res[5] in ("1", "true"),
             by_priority={p: int(n) for p, n in zip(ActivityPriority, res[6:], strict=True)},
         )
+
+    # -- history, progress, throughput (docs/history.md) -----------------------------
+
+    async def events(self, activity_id: str) -> tuple[list[str], str | None, str | None]:
+        """The activity's stored events, oldest first; when its lease is held now, the claim's
+        time (ms) and lease token (the claim event is written to the list when the lease
+        ends); its record (for the time it was enqueued) or else its dead-letter entry."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(k.events(activity_id), 0, -1)
+            pipe.hget(k.claimed, activity_id)
+            pipe.hget(k.leases, activity_id)
+            raws, claimed, token = await pipe.execute()
+        claim = None if claimed is None or token is None else f"{claimed}|{token}"
+        return [str(r) for r in raws], claim, await self._record_json(activity_id)
+
+    async def _record_json(self, activity_id: str) -> str | None:
+        """The activity's record as stored, or the one in its dead-letter entry."""
+        k = self.keys
+        raw = await self.redis.hget(k.jobs, activity_id)
+        if raw is not None:
+            return str(raw)
+        dead = await self.redis.hget(k.dead, activity_id)
+        if dead is None:
+            return None
+        entry = DeadLetterEntry.decode(activity_id, dead)
+        return None if entry.record is None else entry.record.encode()
+
+    async def progress(self, activity_id: str) -> tuple[str | None, str | None]:
+        """The progress stored for the running attempt, else the last event of the history
+        (which holds the last attempt's progress, when it reported any)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.progress, activity_id)
+            pipe.lindex(k.events(activity_id), -1)
+            live, last = await pipe.execute()
+        return (None if live is None else str(live)), (None if last is None else str(last))
+
+    async def report_progress(
+        self, activity_id: str, token: str, fraction: str, message: str
+    ) -> bool:
+        """Store a running activity's progress while ``token`` holds its lease."""
+        reply = await self.scripts.progress(
+            keys=[self.keys.leases, self.keys.progress],
+            args=[activity_id, token, fraction, message],
+        )
+        return bool(int(reply))
+
+    async def minutes(self) -> tuple[dict[str, str], int]:
+        """The per-minute counts and Redis's clock (epoch minute)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.minutes)
+            pipe.time()
+            raw, now = await pipe.execute()
+        return {str(a): str(b) for a, b in raw.items()}, int(now[0]) // 60
 
     async def get_config(self) -> dict[str, str]:
         raw = await self.redis.hgetall(self.keys.config)

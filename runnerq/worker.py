@@ -37,6 +37,7 @@ from .dispatcher import BLOCK_SECONDS, Dispatcher
 from .handler import HandlerRegistry
 from .heartbeat import Heartbeat
 from .metrics import ACTIVITY_RELEASED, MetricsSink
+from .presence import register_queue, remove_worker
 from .scheduler import Scheduler
 from .schedules import ScheduleFirer
 from .slots import SlotPool
@@ -78,7 +79,7 @@ class Worker:
         self.state = state = WorkerState(settings)
         self.acks = AckBatcher(self.store, metrics, state.held, state.redis_answered)
         self.scheduler = Scheduler(state, self.store, ScheduleFirer(self.store, metrics))
-        self.heartbeat = Heartbeat(state, client, metrics)
+        self.heartbeat = Heartbeat(state, client, metrics, self.worker_id)
         self.cancels = CancelListener(state, self.store)
         self.dispatcher = Dispatcher(
             state,
@@ -131,6 +132,7 @@ class Worker:
         """Read the queue configuration and load the scripts before the loops start."""
         await self.store.load_scripts()
         self.state.read_defaults(await self.store.get_config())
+        await register_queue(self.store.redis, self.store.keys.queue)
         self.state.redis_answered()
 
     def start(self) -> None:
@@ -165,7 +167,8 @@ class Worker:
         5. the outcomes waiting to be sent (``ACK_DRAIN``);
         6. the hand-back of every lease still held: buffered activities that never started
            and those whose handlers were cancelled (one round trip);
-        7. the heartbeat and ack loops (``BLOCK_SECONDS`` + 3 s), and the stall guard.
+        7. the heartbeat and ack loops (``BLOCK_SECONDS`` + 3 s), the worker's registry
+           entry (2 s), and the stall guard.
         """
         grace = self.settings.shutdown_grace if grace is None else grace
         state = self.state
@@ -223,6 +226,9 @@ class Worker:
             loop_task.cancel()
         if loops:
             await asyncio.wait(loops, timeout=BLOCK_SECONDS + 3)
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            async with asyncio.timeout(2.0):
+                await remove_worker(self.store.redis, self.store.keys, self.worker_id)
         slots.deadlines.close()
         if self.stall_guard is not None:
             await self.stall_guard.stop()

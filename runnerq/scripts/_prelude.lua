@@ -139,22 +139,27 @@ local function drop_ready_tokens(notify)
 end
 
 --- lease_claimed
--- The claims (claim.lua, claim_limited.lua, whose KEYS[2..4], KEYS[8] and ARGV[2] are
--- alike): lease `ids`, taken out of a ready set already, with `token` for ARGV[2] ms; returns
--- the claim's reply {now, token, {id, redeliveries, ...}, wait, id1, record1, ...}.
+-- The claims (claim.lua, claim_limited.lua, whose KEYS[2..4], KEYS[8..9] and ARGV[2] are
+-- alike): lease `ids`, taken out of a ready set already, with `token` for ARGV[2] ms, and
+-- note the claim's time in `claimed` (the transition that ends the lease writes it to the
+-- activity's history: a claim cannot name the history keys of activities it has not popped
+-- yet); returns the claim's reply {now, token, {id, redeliveries, ...}, wait, id1, record1,
+-- ...}.
 local function lease_claimed(now, token, ids, wait)
-  local inflight, leases, jobs, redeliveries = KEYS[2], KEYS[3], KEYS[4], KEYS[8]
+  local inflight, leases, jobs, redeliveries, claimed = KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9]
   local deadline = now + tonumber(ARGV[2])
   local again = {}
   local out = { now, token, again, wait }
   -- A few calls for the whole batch, not a few per activity.
-  local deadlines, tokens = {}, {}
+  local deadlines, tokens, claims = {}, {}, {}
   for i = 1, #ids do
     local id = ids[i]
     deadlines[#deadlines + 1] = deadline
     deadlines[#deadlines + 1] = id
     tokens[#tokens + 1] = id
     tokens[#tokens + 1] = token
+    claims[#claims + 1] = id
+    claims[#claims + 1] = now
   end
   if redis.call('HLEN', redeliveries) > 0 then
     local counts = call_many('HMGET', redeliveries, ids)
@@ -167,10 +172,70 @@ local function lease_claimed(now, token, ids, wait)
   end
   call_many('ZADD', inflight, deadlines)
   call_many('HSET', leases, tokens)
+  call_many('HSET', claimed, claims)
   local records = call_many('HMGET', jobs, ids)
   for i = 1, #ids do
     out[#out + 1] = ids[i]
     out[#out + 1] = records[i] or ''
   end
   return out
+end
+
+--- HISTORY_CAP history_push event worker_of take_progress
+-- Per-activity event history (docs/history.md): a LIST of compact JSON events, oldest first,
+-- of which the last HISTORY_CAP are kept. `event` makes one: Redis time `t`, kind `e`, the
+-- worker `w` (or nil) and `tail`, the rest of the object's fields, each led by a comma
+-- (made by the client, which escapes the text in them), or nil.
+local HISTORY_CAP = 50
+
+local function history_push(key, ...)
+  if redis.call('RPUSH', key, ...) > HISTORY_CAP then
+    redis.call('LTRIM', key, -HISTORY_CAP, -1)
+  end
+end
+
+local function event(t, e, w, tail)
+  local head = '{"t":' .. string.format('%d', t) .. ',"e":"' .. e .. '"'
+  if w then
+    head = head .. ',"w":' .. cjson.encode(w)
+  end
+  return head .. (tail or '') .. '}'
+end
+
+-- The progress `id`'s handler reported (the hash's field is dropped) as a tail for its
+-- attempt's last event: ',"p":{...}', or nil. (A lease ends: its progress goes with it.)
+local function take_progress(progress, id)
+  local p = redis.call('HGET', progress, id)
+  if p then
+    redis.call('HDEL', progress, id)
+    return ',"p":' .. p
+  end
+  return nil
+end
+
+-- The worker id in a lease token ("<worker id>:<seq>", "<worker id>:~<seq>").
+local function worker_of(token)
+  return string.match(token, '^(.*):~?%d+$') or token
+end
+
+--- count_minute
+-- Per-minute throughput (docs/history.md): field "<epoch minute>:<kind>" counts completed
+-- ('c') or failed ('f') attempts. The first count of a minute trims what is older than a day
+-- (at most once a minute, and only when the hash holds more than a day's fields).
+local function count_minute(minutes, now, kind, n)
+  local m = math.floor(now / 60000)
+  local kept = 1440
+  if redis.call('HINCRBY', minutes, string.format('%d:', m) .. kind, n) == n
+    and redis.call('HLEN', minutes) > 2 * kept + 4 then
+    local old = {}
+    for _, f in ipairs(redis.call('HKEYS', minutes)) do
+      local fm = tonumber(string.match(f, '^(%d+):'))
+      if not fm or fm <= m - kept then
+        old[#old + 1] = f
+      end
+    end
+    if #old > 0 then
+      call_many('HDEL', minutes, old)
+    end
+  end
 end

@@ -11,6 +11,9 @@
 -- KEYS[8] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[9] limit_state HASH limits' state, KEYS[10] limited HASH id -> type (docs/limits.md)
 -- KEYS[11] kready ZSET ready activities with a limit key, KEYS[12] keyof HASH id -> limit key
+-- KEYS[13] claimed HASH id -> when its lease was taken, KEYS[14] progress HASH id -> progress
+-- KEYS[15] events LIST its history (docs/history.md: "claimed" for a running one, and
+--          "cancelled", are added; it expires with the result)
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
 -- ARGV[4] channel for terminal activities, ARGV[5] channel that tells workers to stop a handler
@@ -25,15 +28,23 @@ if redis.call('HEXISTS', jobs, id) == 0 then
   return 0
 end
 local state
+local now = now_ms()
+local history = {}
 if redis.call('ZREM', ready, id) == 1 or redis.call('ZREM', KEYS[11], id) == 1 then
   state = 1
 elseif redis.call('ZREM', scheduled, id) == 1 then
   state = 2
 else
   redis.call('ZREM', inflight, id)
-  if limited_token(redis.call('HGET', leases, id)) then
+  local token = redis.call('HGET', leases, id)
+  if limited_token(token) then
     limits_lib().give_back(KEYS[9], KEYS[10], id)
   end
+  local claimed_at = redis.call('HGET', KEYS[13], id)
+  if claimed_at and token then
+    history[1] = event(tonumber(claimed_at), 'claimed', worker_of(token))
+  end
+  redis.call('HDEL', KEYS[13], id)
   redis.call('HDEL', leases, id)
   redis.call('PUBLISH', ARGV[5], id)
   state = 3
@@ -42,6 +53,9 @@ redis.call('HDEL', jobs, id)
 redis.call('HDEL', KEYS[8], id)
 redis.call('HDEL', KEYS[12], id)
 redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
+history[#history + 1] = event(now, 'cancelled', nil, take_progress(KEYS[14], id))
+history_push(KEYS[15], unpack(history))
+redis.call('PEXPIRE', KEYS[15], tonumber(ARGV[3]))
 redis.call('HINCRBY', stats, 'cancelled', 1)
 redis.call('PUBLISH', ARGV[4], id)
 return state

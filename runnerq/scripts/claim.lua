@@ -11,6 +11,7 @@
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
 -- KEYS[8] redeliveries HASH id -> times its lease expired
+-- KEYS[9] claimed   HASH  id -> when its lease was taken (ms; docs/history.md)
 --
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)

@@ -11,10 +11,14 @@
 -- KEYS[9] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[10] limit_state HASH limits' state, KEYS[11] limited HASH id -> type,
 -- KEYS[12] notify LIST wake-up tokens, KEYS[13] keyof HASH id -> limit key (docs/limits.md)
+-- KEYS[14] claimed HASH id -> when its lease was taken, KEYS[15] minutes HASH per-minute
+-- counts, KEYS[16] progress HASH id -> progress, KEYS[17] events LIST its history
+-- (docs/history.md: "claimed" and "dead_lettered" are added; it expires after ARGV[10])
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
 -- ARGV[5] result TTL (ms), ARGV[6] dead-letter cap, ARGV[7] channel for terminal activities,
--- ARGV[8] notify cap
+-- ARGV[8] notify cap, ARGV[9] the "dead_lettered" event's own fields
+-- (',"n":<attempt>,"reason":"...","err":"..."'), ARGV[10] how long its history is kept (ms)
 --
 -- Returns 1, or 0 when the worker no longer held the lease (nothing changes). When the
 -- queue holds more than the cap, the oldest entries are dropped.
@@ -39,6 +43,18 @@ redis.call('ZADD', dlq, redis.call('INCR', KEYS[8]), id)
 redis.call('SET', result, ARGV[4], 'PX', tonumber(ARGV[5]))
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'dead_lettered', 1)
+local now = now_ms()
+local w = worker_of(ARGV[2])
+local dead_ev = event(now, 'dead_lettered', w, ARGV[9] .. (take_progress(KEYS[16], id) or ''))
+local claimed_at = redis.call('HGET', KEYS[14], id)
+if claimed_at then
+  redis.call('HDEL', KEYS[14], id)
+  history_push(KEYS[17], event(tonumber(claimed_at), 'claimed', w), dead_ev)
+else
+  history_push(KEYS[17], dead_ev)
+end
+redis.call('PEXPIRE', KEYS[17], tonumber(ARGV[10]))
+count_minute(KEYS[15], now, 'f', 1)
 
 local excess = redis.call('ZCARD', dlq) - tonumber(ARGV[6])
 if excess > 0 then

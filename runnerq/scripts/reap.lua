@@ -10,18 +10,45 @@
 -- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
 -- KEYS[8] limit_state HASH limits' state, KEYS[9] limited HASH id -> type (docs/limits.md)
 -- KEYS[10] kready ZSET (where activities with a limit key go), KEYS[11] keyof HASH id -> key
+-- KEYS[12] claimed HASH id -> when its lease was taken, KEYS[13] progress HASH id -> progress
+-- KEYS[14..] the event history of each id of ARGV[3..], in order (docs/history.md:
+--            "claimed" and "lease_lost" are added)
 --
--- ARGV[1] how many at most, ARGV[2] notify cap
+-- ARGV[1] how many at most, ARGV[2] notify cap, then the ids to reap (none: find them)
 --
--- Returns how many leases were reaped.
+-- Two steps, because a script names every key it touches in KEYS and the history keys of
+-- the expired leases are known only once they are found. With no ids: Returns the ids whose
+-- lease expired (at most ARGV[1]), changing nothing. With ids: reaps those whose lease is
+-- still expired (the others were acknowledged or extended meanwhile); returns how many.
 
 local inflight, leases, ready, jobs, notify, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local redeliveries = KEYS[7]
-local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+local now = now_ms()
+if #ARGV == 2 then
+  return redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+end
+local expired, history = {}, {}
+for i = 3, #ARGV do
+  local deadline = redis.call('ZSCORE', inflight, ARGV[i])
+  if deadline and tonumber(deadline) <= now then
+    expired[#expired + 1] = ARGV[i]
+    history[ARGV[i]] = KEYS[11 + i]
+  end
+end
 local any_limited = #expired > 0 and redis.call('HLEN', KEYS[9]) > 0
 local any_keyed = #expired > 0 and redis.call('HLEN', KEYS[11]) > 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
+  local token = redis.call('HGET', leases, id)
+  local w = token and worker_of(token) or nil
+  local lost = event(now, 'lease_lost', w, take_progress(KEYS[13], id))
+  local claimed_at = redis.call('HGET', KEYS[12], id)
+  if claimed_at then
+    redis.call('HDEL', KEYS[12], id)
+    history_push(history[id], event(tonumber(claimed_at), 'claimed', w), lost)
+  else
+    history_push(history[id], lost)
+  end
   redis.call('HDEL', leases, id)
   if any_limited then
     limits_lib().give_back(KEYS[8], KEYS[9], id)

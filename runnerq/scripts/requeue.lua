@@ -11,6 +11,8 @@
 -- KEYS[9] redeliveries HASH id -> times its lease expired (reset)
 -- KEYS[10] kready ZSET, KEYS[11] keyof HASH id -> limit key, KEYS[12] kvt HASH (docs/limits.md)
 -- KEYS[13] config HASH ("keyed": the claims look at the keyed ready set)
+-- KEYS[14] events LIST its history (docs/history.md: "requeued" is added, and it lives as
+--          long as the activity again)
 --
 -- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap,
 -- ARGV[5] its limit key ('' for none)
@@ -34,6 +36,8 @@ if ARGV[5] ~= '' then
 else
   redis.call('ZADD', ready, ready_score(tonumber(ARGV[3]), redis.call('INCR', seq)), id)
 end
+history_push(KEYS[14], event(now_ms(), 'requeued'))
+redis.call('PERSIST', KEYS[14])
 redis.call('HINCRBY', stats, 'requeued', 1)
 redis.call('LPUSH', notify, '1')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[4]) - 1)

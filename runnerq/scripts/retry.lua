@@ -7,9 +7,13 @@
 -- KEYS[5] stats      HASH  counters
 -- KEYS[6] notify     LIST  wake-up tokens (so a scheduler learns the new due time)
 -- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
+-- KEYS[9] claimed    HASH  id -> when its lease was taken, KEYS[10] minutes HASH per-minute
+-- counts, KEYS[11] progress HASH id -> progress, KEYS[12] events LIST its history
+-- (docs/history.md: "claimed", "failed" and "retry" are added)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] updated record (retry count, last error),
--- ARGV[4] backoff delay (ms), ARGV[5] notify cap
+-- ARGV[4] backoff delay (ms), ARGV[5] notify cap, ARGV[6] the "failed" event's own fields
+-- (',"n":<attempt>,"err":"..."')
 --
 -- Returns 1, or 0 when the worker no longer held the lease (nothing changes).
 
@@ -25,7 +29,20 @@ if limited_token(ARGV[2]) and limits_lib().give_back(KEYS[7], KEYS[8], id) == 1 
 end
 redis.call('ZREM', inflight, id)
 redis.call('HSET', jobs, id, ARGV[3])
-redis.call('ZADD', scheduled, now_ms() + tonumber(ARGV[4]), id)
+local now = now_ms()
+local at = now + tonumber(ARGV[4])
+redis.call('ZADD', scheduled, at, id)
+local w = worker_of(ARGV[2])
+local failed = event(now, 'failed', w, ARGV[6] .. (take_progress(KEYS[11], id) or ''))
+local again = event(now, 'retry', nil, string.format(',"at":%d', at))
+local claimed_at = redis.call('HGET', KEYS[9], id)
+if claimed_at then
+  redis.call('HDEL', KEYS[9], id)
+  history_push(KEYS[12], event(tonumber(claimed_at), 'claimed', w), failed, again)
+else
+  history_push(KEYS[12], failed, again)
+end
+count_minute(KEYS[10], now, 'f', 1)
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'retried', 1)
 redis.call('LPUSH', notify, 's')
