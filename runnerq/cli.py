@@ -161,11 +161,75 @@ def _parser() -> argparse.ArgumentParser:
 
     _limits_parser(sub, common)
 
+    _console_parser(sub)
+
     demo = sub.add_parser(
         "demo", parents=[common], help="run the demo (embedded Redis if none given)"
     )
     demo.add_argument("--quick", action="store_true", help="shorter delays")
     return parser
+
+
+def _console_parser(sub: Any) -> None:
+    console = sub.add_parser(
+        "console",
+        help="serve the web console and its JSON API (docs/console.md)",
+        description="Serve the console: every queue of one Redis, live, with actions by role."
+        " Give --tokens-file and/or --trusted-proxy; --no-auth only on a loopback --host.",
+    )
+    console.add_argument(
+        "--redis-url",
+        help="Redis URL (env RUNNERQ_REDIS_URL, or RUNNERQ_REDIS_URL_TEMPLATE"
+        " + RUNNERQ_REDIS_PASSWORD); never shown by the console",
+    )
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    console.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    console.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        dest="queues",
+        metavar="Q",
+        help="show only this queue (repeat for more; default: every queue in the Redis)",
+    )
+    console.add_argument(
+        "--tokens-file", help="bearer tokens, one 'sha256:<hex> <role> <name>' per line"
+    )
+    console.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="believe X-Forwarded-User/-Groups from these addresses (repeat for more)",
+    )
+    console.add_argument(
+        "--group-role",
+        action="append",
+        default=[],
+        metavar="GROUP=ROLE",
+        help="role of a proxy group: viewer, operator or admin (repeat for more)",
+    )
+    console.add_argument(
+        "--proxy-default-role",
+        default="viewer",
+        help="role of a proxied user in no mapped group: viewer, operator, admin or none",
+    )
+    console.add_argument("--read-only", action="store_true", help="everyone is a viewer")
+    console.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no authentication at all: allowed only with a loopback --host",
+    )
+    console.add_argument(
+        "--secure-cookies", action="store_true", help="mark cookies Secure (served over HTTPS)"
+    )
+    console.add_argument(
+        "--live-interval",
+        type=_duration,
+        default=1.0,
+        help="shortest time between two live updates of a page (1s)",
+    )
+    console.add_argument("--log-level", default=_env("RUNNERQ_LOG_LEVEL"), help="default: WARNING")
 
 
 def _limits_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -694,6 +758,40 @@ def _print_schedules(infos: list[ScheduleInfo], as_json: bool) -> int:
     return 0
 
 
+def _console_settings(args: argparse.Namespace) -> Any:
+    """The ``ConsoleSettings`` of ``runnerq console``'s flags (``ConfigurationError`` when
+    they do not go together, before anything is served)."""
+    from .console import ConsoleSettings, Role
+    from .console.auth import parse_group_roles
+
+    default_role = args.proxy_default_role.strip().lower()
+    return ConsoleSettings(
+        redis_url=args.redis_url or redis_url_from_env(default=DEFAULT_REDIS_URL),
+        host=args.host,
+        port=args.port,
+        queues=tuple(args.queues),
+        tokens_file=args.tokens_file,
+        trusted_proxies=tuple(args.trusted_proxy),
+        group_roles=parse_group_roles(args.group_role),
+        proxy_default_role=None if default_role == "none" else Role.parse(default_role),
+        read_only=args.read_only,
+        no_auth=args.no_auth,
+        sse_interval=args.live_interval,
+        secure_cookies=args.secure_cookies,
+    )
+
+
+async def _console(args: argparse.Namespace) -> int:
+    try:
+        from .console import serve
+    except ImportError as exc:  # aiohttp missing
+        raise ConfigurationError(
+            f"the console needs aiohttp: pip install 'runnerq[console]' ({exc})"
+        ) from None
+    await serve(_console_settings(args))
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -715,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schedules": _schedules,
         "limits": _limits,
         "enqueue": _enqueue,
+        "console": _console,
         "demo": _demo,
     }
     try:

@@ -1,0 +1,61 @@
+"""A queue at a glance: depth by state and priority, paused, workers, throughput and failures
+over the last hour and day, schedules and limits. Three round trips a queue (the stats'
+``MULTI``, one pipeline of the rest, the live workers' hashes), queues read concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..config import QueueSettings
+from ..keys import QueueKeys
+from ..scripts import Scripts
+from ..store import QueueStore
+from .telemetry import minutes_key, read_throughput, read_workers
+
+__all__ = ["queue_counts", "queue_overview", "queues_overview"]
+
+
+def _store(redis: aioredis.Redis, queue: str) -> QueueStore:
+    return QueueStore(redis, QueueSettings(queue), Scripts(redis))
+
+
+async def queue_counts(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
+    """The queue's depth by state and priority and its counters (``QueueStats``): one
+    ``MULTI`` of 15 commands."""
+    stats = await _store(redis, queue).stats()
+    doc = stats.as_dict()
+    for alias in ("pending_count", "running_count", "completed_count", "failed_count"):
+        doc.pop(alias, None)
+    doc.pop("dead_letter_count", None)
+    return doc
+
+
+async def queue_overview(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
+    keys = QueueKeys(queue)
+    counts = await queue_counts(redis, queue)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(minutes_key(keys))
+        pipe.time()
+        pipe.hexists(keys.config, "limits")
+        pipe.hlen(keys.schedules)
+        minutes, now, limited, schedules = await pipe.execute()
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+    workers = await read_workers(redis, keys)
+    throughput = read_throughput({str(a): str(b) for a, b in minutes.items()}, now_ms)
+    return {
+        **counts,
+        "workers": len(workers),
+        "slots": sum(w.as_dict()["slots"] or 0 for w in workers),
+        "busy": sum(w.as_dict()["busy"] or 0 for w in workers),
+        "throughput": None if throughput is None else throughput.as_dict(),
+        "has_limits": bool(limited),
+        "schedules": int(schedules),
+        "now_ms": now_ms,
+    }
+
+
+async def queues_overview(redis: aioredis.Redis, queues: list[str]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(queue_overview(redis, q) for q in queues)))
