@@ -205,6 +205,8 @@ def read_throughput(fields: dict[str, str], now_ms: int) -> Throughput | None:
     sums = {"c": [0, 0], "f": [0, 0]}
     for name, value in fields.items():
         minute_text, _, kind = name.partition(":")
+        if not minute_text.isdigit():
+            continue
         try:
             age = now_minute - int(minute_text)
             count = int(value)
