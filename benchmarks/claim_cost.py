@@ -69,7 +69,6 @@ def _claim_keys(keys: QueueKeys) -> list[str]:
         keys.notify,
         keys.seq,
         keys.redeliveries,
-        keys.claimed,  # (claim.lua's 9th key since the event history; an older one ignores it)
     ]
 
 
@@ -109,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             blocks = max(1, args.n // batch // per_block)
             for round_ in range(args.rounds):
                 for keys in queues.values():
-                    r.delete(
-                        *[
-                            getattr(keys, a)
-                            for a in ("jobs", "ready", "inflight", "leases", "claimed")
-                        ]
-                    )
+                    r.delete(*[getattr(keys, a) for a in ("jobs", "ready", "inflight", "leases")])
                     _fill(r, keys, args.n)
                 for block in range(blocks):
                     first = (round_ + block) % 2

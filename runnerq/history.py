@@ -191,13 +191,23 @@ def throughput(raw: dict[str, str], now_minute: int, series: int = 60) -> Throug
     )
 
 
+def lease_of(token: str) -> tuple[str, float | None]:
+    """The worker id in a lease token and when the claim took it (epoch seconds; None for a
+    token from before the history): "<worker id>:<seq>@<ms>" or "<worker id>:~<seq>@<ms>"."""
+    head, at, ms = token.rpartition("@")
+    if not at or not ms.isdigit():
+        head, ms = token, ""
+    worker = head.rpartition(":")[0] or head
+    return worker, (int(ms) / 1000.0 if ms else None)
+
+
 def compose_events(
-    raws: list[str], claim: str | None, record_json: str | None
+    raws: list[str], token: str | None, record_json: str | None
 ) -> list[ActivityEvent]:
     """An activity's events, oldest first: "enqueued" from its record's ``created_at`` when
     the record is still stored (pending, scheduled, running, or in the dead-letter queue: the
     enqueue writes no event, docs/history.md), the stored events, and "claimed" for the lease
-    held now (``claim``: "<claim ms>|<lease token>"), which the list gets when the lease ends.
+    held now (from its lease ``token``), which the list gets when the lease ends.
     """
     events = []
     if record_json is not None:
@@ -208,11 +218,10 @@ def compose_events(
         if isinstance(created, int | float) and created > 0:
             events.append(ActivityEvent("enqueued", float(created)))
     events += parse_events(list(raws))
-    if claim is not None:
-        ms, _, token = claim.partition("|")
-        worker = token.rsplit(":", 1)[0] if ":" in token else token
-        if ms.isdigit():
-            events.append(ActivityEvent("claimed", int(ms) / 1000.0, worker))
+    if token is not None:
+        worker, claimed_at = lease_of(token)
+        if claimed_at is not None:
+            events.append(ActivityEvent("claimed", claimed_at, worker))
     return events
 
 

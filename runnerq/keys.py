@@ -66,9 +66,8 @@ class QueueKeys:
     kvt: str = field(init=False)
     # Limit keys held back by a handler (RateLimitedError(hold="key")): key -> hold's end (ms).
     kholds: str = field(init=False)
-    # History and live state for the console (docs/history.md): the claim time of each
-    # leased activity, progress reported by handlers, per-minute throughput counts.
-    claimed: str = field(init=False)
+    # History and live state for the console (docs/history.md): progress reported by
+    # handlers, per-minute throughput counts.
     progress: str = field(init=False)
     minutes: str = field(init=False)
     done_channel: str = field(init=False)
@@ -99,7 +98,6 @@ class QueueKeys:
             "keyof",
             "kvt",
             "kholds",
-            "claimed",
             "progress",
             "minutes",
         ):

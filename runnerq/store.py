@@ -141,7 +141,7 @@ class QueueStore:
         k = self.keys
         # Seconds until the limits let more through, by the last claim (0: not limited).
         self.claim_again_in = 0.0
-        # The claim's keys: claim.lua's 9 while the queue has no limits, claim_limited.lua's 14
+        # The claim's keys: claim.lua's 8 while the queue has no limits, claim_limited.lua's 13
         # once a claim said it needs them (and until one says it no longer does).
         self._claim_keys = [
             k.ready,
@@ -152,14 +152,13 @@ class QueueStore:
             k.notify,
             k.seq,
             k.redeliveries,
-            k.claimed,
             k.limit_state,
             k.limited,
             k.kready,
             k.keyof,
             k.kvt,
         ]
-        self._claim_plain = self._claim_keys[:9]
+        self._claim_plain = self._claim_keys[:8]
         self.claim_limited = False
         k = self.keys
         # What every enqueue call starts with, and (for calls with no idempotency keys, whose
@@ -329,7 +328,6 @@ class QueueStore:
                     k.limited,
                     k.kready,
                     k.keyof,
-                    k.claimed,
                     k.progress,
                     k.events(activity_id),
                 ],
@@ -451,7 +449,7 @@ class QueueStore:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
-        keys += [k.limit_state, k.limited, k.notify, k.keyof, k.claimed, k.minutes, k.progress]
+        keys += [k.limit_state, k.limited, k.notify, k.keyof, k.minutes, k.progress]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         keys += [k.events(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [
@@ -485,7 +483,6 @@ class QueueStore:
                 k.notify,
                 k.limit_state,
                 k.limited,
-                k.claimed,
                 k.minutes,
                 k.progress,
                 k.events(activity_id),
@@ -519,7 +516,6 @@ class QueueStore:
                 k.limited,
                 k.config,
                 k.kholds,
-                k.claimed,
                 k.progress,
                 k.events(activity_id),
             ],
@@ -544,7 +540,6 @@ class QueueStore:
                 k.limited,
                 k.notify,
                 k.keyof,
-                k.claimed,
                 k.minutes,
                 k.progress,
                 k.events(activity_id),
@@ -605,7 +600,6 @@ class QueueStore:
                     k.limited,
                     k.kready,
                     k.keyof,
-                    k.claimed,
                     k.progress,
                     *history,
                 ],
@@ -654,7 +648,6 @@ class QueueStore:
             k.limited,
             k.kready,
             k.keyof,
-            k.claimed,
             k.progress,
         ]
         expired = [str(i) for i in await self.scripts.reap(keys=keys, args=[limit, NOTIFY_CAP])]
@@ -770,17 +763,16 @@ class QueueStore:
     # -- history, progress, throughput (docs/history.md) -----------------------------
 
     async def events(self, activity_id: str) -> tuple[list[str], str | None, str | None]:
-        """The activity's stored events, oldest first; when its lease is held now, the claim's
-        time (ms) and lease token (the claim event is written to the list when the lease
+        """The activity's stored events, oldest first; the lease token when its lease is held
+        now (it holds the claim's time: the claim event is written to the list when the lease
         ends); its record (for the time it was enqueued) or else its dead-letter entry."""
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(k.events(activity_id), 0, -1)
-            pipe.hget(k.claimed, activity_id)
             pipe.hget(k.leases, activity_id)
-            raws, claimed, token = await pipe.execute()
-        claim = None if claimed is None or token is None else f"{claimed}|{token}"
-        return [str(r) for r in raws], claim, await self._record_json(activity_id)
+            raws, token = await pipe.execute()
+        token = None if token is None else str(token)
+        return [str(r) for r in raws], token, await self._record_json(activity_id)
 
     async def _record_json(self, activity_id: str) -> str | None:
         """The activity's record as stored, or the one in its dead-letter entry."""

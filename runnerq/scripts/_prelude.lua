@@ -139,27 +139,22 @@ local function drop_ready_tokens(notify)
 end
 
 --- lease_claimed
--- The claims (claim.lua, claim_limited.lua, whose KEYS[2..4], KEYS[8..9] and ARGV[2] are
--- alike): lease `ids`, taken out of a ready set already, with `token` for ARGV[2] ms, and
--- note the claim's time in `claimed` (the transition that ends the lease writes it to the
--- activity's history: a claim cannot name the history keys of activities it has not popped
--- yet); returns the claim's reply {now, token, {id, redeliveries, ...}, wait, id1, record1,
--- ...}.
+-- The claims (claim.lua, claim_limited.lua, whose KEYS[2..4], KEYS[8] and ARGV[2] are
+-- alike): lease `ids`, taken out of a ready set already, with `token` for ARGV[2] ms; returns
+-- the claim's reply {now, token, {id, redeliveries, ...}, wait, id1, record1, ...}.
 local function lease_claimed(now, token, ids, wait)
-  local inflight, leases, jobs, redeliveries, claimed = KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9]
+  local inflight, leases, jobs, redeliveries = KEYS[2], KEYS[3], KEYS[4], KEYS[8]
   local deadline = now + tonumber(ARGV[2])
   local again = {}
   local out = { now, token, again, wait }
   -- A few calls for the whole batch, not a few per activity.
-  local deadlines, tokens, claims = {}, {}, {}
+  local deadlines, tokens = {}, {}
   for i = 1, #ids do
     local id = ids[i]
     deadlines[#deadlines + 1] = deadline
     deadlines[#deadlines + 1] = id
     tokens[#tokens + 1] = id
     tokens[#tokens + 1] = token
-    claims[#claims + 1] = id
-    claims[#claims + 1] = now
   end
   if redis.call('HLEN', redeliveries) > 0 then
     local counts = call_many('HMGET', redeliveries, ids)
@@ -172,7 +167,6 @@ local function lease_claimed(now, token, ids, wait)
   end
   call_many('ZADD', inflight, deadlines)
   call_many('HSET', leases, tokens)
-  call_many('HSET', claimed, claims)
   local records = call_many('HMGET', jobs, ids)
   for i = 1, #ids do
     out[#out + 1] = ids[i]
@@ -181,7 +175,7 @@ local function lease_claimed(now, token, ids, wait)
   return out
 end
 
---- HISTORY_CAP history_push event worker_of take_progress
+--- HISTORY_CAP history_push event lease_of take_progress
 -- Per-activity event history (docs/history.md): a LIST of compact JSON events, oldest first,
 -- of which the last HISTORY_CAP are kept. `event` makes one: Redis time `t`, kind `e`, the
 -- worker `w` (or nil) and `tail`, the rest of the object's fields, each led by a comma
@@ -213,9 +207,16 @@ local function take_progress(progress, id)
   return nil
 end
 
--- The worker id in a lease token ("<worker id>:<seq>", "<worker id>:~<seq>").
-local function worker_of(token)
-  return string.match(token, '^(.*):~?%d+$') or token
+-- The worker id in a lease token ("<worker id>:<seq>@<claim ms>", "<worker id>:~<seq>@<claim
+-- ms>" under limits), and when the claim took it (nil for a token from before the history):
+-- the transition that ends a lease writes its "claimed" event from it, as the claim cannot
+-- name the history keys of activities it has not popped yet.
+local function lease_of(token)
+  local w, ms = string.match(token, '^(.*):~?%d+@(%d+)$')
+  if w then
+    return w, tonumber(ms)
+  end
+  return string.match(token, '^(.*):~?%d+$') or token, nil
 end
 
 --- count_minute

@@ -11,8 +11,8 @@
 -- KEYS[8] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[9] limit_state HASH limits' state, KEYS[10] limited HASH id -> type (docs/limits.md)
 -- KEYS[11] kready ZSET ready activities with a limit key, KEYS[12] keyof HASH id -> limit key
--- KEYS[13] claimed HASH id -> when its lease was taken, KEYS[14] progress HASH id -> progress
--- KEYS[15] events LIST its history (docs/history.md: "claimed" for a running one, and
+-- KEYS[13] progress HASH id -> progress
+-- KEYS[14] events LIST its history (docs/history.md: "claimed" for a running one, and
 --          "cancelled", are added; it expires with the result)
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
@@ -40,11 +40,12 @@ else
   if limited_token(token) then
     limits_lib().give_back(KEYS[9], KEYS[10], id)
   end
-  local claimed_at = redis.call('HGET', KEYS[13], id)
-  if claimed_at and token then
-    history[1] = event(tonumber(claimed_at), 'claimed', worker_of(token))
+  if token then
+    local w, claimed_at = lease_of(token)
+    if claimed_at then
+      history[1] = event(claimed_at, 'claimed', w)
+    end
   end
-  redis.call('HDEL', KEYS[13], id)
   redis.call('HDEL', leases, id)
   redis.call('PUBLISH', ARGV[5], id)
   state = 3
@@ -53,9 +54,9 @@ redis.call('HDEL', jobs, id)
 redis.call('HDEL', KEYS[8], id)
 redis.call('HDEL', KEYS[12], id)
 redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
-history[#history + 1] = event(now, 'cancelled', nil, take_progress(KEYS[14], id))
-history_push(KEYS[15], unpack(history))
-redis.call('PEXPIRE', KEYS[15], tonumber(ARGV[3]))
+history[#history + 1] = event(now, 'cancelled', nil, take_progress(KEYS[13], id))
+history_push(KEYS[14], unpack(history))
+redis.call('PEXPIRE', KEYS[14], tonumber(ARGV[3]))
 redis.call('HINCRBY', stats, 'cancelled', 1)
 redis.call('PUBLISH', ARGV[4], id)
 return state

@@ -11,11 +11,13 @@
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
 -- KEYS[8] redeliveries HASH id -> times its lease expired
--- KEYS[9] claimed   HASH  id -> when its lease was taken (ms; docs/history.md)
 --
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)
 -- ARGV[3] worker id (prefix of the lease token)
+--
+-- A lease token is "<worker id>:<seq>@<now ms>" (the time is the claim's, for the history:
+-- docs/history.md).
 --
 -- Returns {-1} while the queue is paused; {-2} when the queue needs the limited claim
 -- (nothing claimed: claim with claim_limited.lua). Otherwise {now_ms, token, {id,
@@ -43,7 +45,7 @@ if #popped == 0 then
   return { now, '', {}, 0 }
 end
 
-local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
+local token = ARGV[3] .. ':' .. redis.call('INCR', seq) .. string.format('@%d', now)
 local ids = {}
 for i = 1, #popped, 2 do
   ids[#ids + 1] = popped[i]

@@ -14,13 +14,12 @@
 -- KEYS[6] notify    LIST  wake-up tokens
 -- KEYS[7] seq       STRING counter (lease tokens)
 -- KEYS[8] redeliveries HASH id -> times its lease expired
--- KEYS[9] claimed   HASH  id -> when its lease was taken (ms; docs/history.md)
--- KEYS[10] limit_state HASH token buckets ("b:q", "b:t:<type>": "tokens:ms"), leases per type
+-- KEYS[9] limit_state HASH token buckets ("b:q", "b:t:<type>": "tokens:ms"), leases per type
 --                     ("c:<type>"), holds ("h:<type>": until ms), throttled counts ("t:...")
--- KEYS[11] limited  HASH  id -> "<type>\t<limit key>", for leases taken by the limited path
--- KEYS[12] kready   ZSET  ready activities with a limit key: rank, then virtual start time
--- KEYS[13] keyof    HASH  id -> limit key
--- KEYS[14] kvt      HASH  "\tclock": the latest virtual time claimed (fair queuing)
+-- KEYS[10] limited  HASH  id -> "<type>\t<limit key>", for leases taken by the limited path
+-- KEYS[11] kready   ZSET  ready activities with a limit key: rank, then virtual start time
+-- KEYS[12] keyof    HASH  id -> limit key
+-- KEYS[13] kvt      HASH  "\tclock": the latest virtual time claimed (fair queuing)
 --
 -- ARGV as claim.lua's.
 --
@@ -28,13 +27,13 @@
 -- (wait_ms) is 0, or (limits held work back) how long until a rate's next token: claim again
 -- then; or -1, with nothing claimed, when no limit, hold or unfinished activity with a limit
 -- key is left: "lim" is cleared and the worker claims with claim.lua again.
--- Leases taken here have tokens "<worker id>:~<seq>" (the transitions that end a lease give
--- back its type's and key's slots for those only).
+-- Leases taken here have tokens "<worker id>:~<seq>@<now ms>" (the transitions that end a
+-- lease give back its type's and key's slots for those only).
 
 local ready, inflight, jobs, config, notify, seq =
   KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local state, limited = KEYS[10], KEYS[11]
-local kready, keyof, kvt = KEYS[12], KEYS[13], KEYS[14]
+local state, limited = KEYS[9], KEYS[10]
+local kready, keyof, kvt = KEYS[11], KEYS[12], KEYS[13]
 local want = tonumber(ARGV[1])
 
 -- -- the limited path -------------------------------------------------------------------
@@ -358,7 +357,7 @@ local function limited_claim(lim, now, held_until)
     drop_ready_tokens(notify)
     return { now, '', {}, wait }
   end
-  local token = ARGV[3] .. ':~' .. redis.call('INCR', seq)
+  local token = ARGV[3] .. ':~' .. redis.call('INCR', seq) .. string.format('@%d', now)
   for t, n in pairs(taken) do
     redis.call('HINCRBY', state, 'c:' .. t, n)
   end

@@ -10,11 +10,10 @@
 -- KEYS[8] limited   HASH  id -> type of leases taken under limits
 -- KEYS[9] notify    LIST  wake-up tokens (one when a slot under limits is given back)
 -- KEYS[10] keyof    HASH  id -> limit key (forgotten for those taken under limits)
--- KEYS[11] claimed  HASH  id -> when its lease was taken (moved to its history)
--- KEYS[12] minutes  HASH  per-minute counts ("<minute>:c")
--- KEYS[13] progress HASH  id -> last progress reported (moved to its history)
--- KEYS[14..13+N] result key of each activity, in the order of ARGV[5..]
--- KEYS[14+N..13+2N] event history of each activity, in the same order (docs/history.md:
+-- KEYS[11] minutes  HASH  per-minute counts ("<minute>:c")
+-- KEYS[12] progress HASH  id -> last progress reported (moved to its history)
+-- KEYS[13..12+N] result key of each activity, in the order of ARGV[5..]
+-- KEYS[13+N..12+2N] event history of each activity, in the same order (docs/history.md:
 --                   "claimed" and "completed" are added, and it expires with the result)
 --
 -- ARGV[1] result TTL (ms)
@@ -44,9 +43,9 @@ for i = 5, #ARGV do
   -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
   if not seen[id] and redis.call('HGET', leases, id) == token then
     seen[id] = true
-    redis.call('SET', KEYS[13 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
+    redis.call('SET', KEYS[12 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
     tokens[#tokens + 1] = token
-    hist[#hist + 1] = KEYS[13 + total + n]
+    hist[#hist + 1] = KEYS[12 + total + n]
     if limited_token(token) then
       L = L or limits_lib()
       gave = gave + L.give_back(KEYS[7], KEYS[8], id, KEYS[10])
@@ -70,30 +69,31 @@ end
 if completed > 0 then
   -- History: the claim (when the lease was taken) and the completion, then any progress the
   -- handler reported (kept with the history, which expires with the result).
-  local claims = call_many('HMGET', KEYS[11], finished)
-  local progress = redis.call('HLEN', KEYS[13]) > 0 and call_many('HMGET', KEYS[13], finished)
-  local w
+  local progress = redis.call('HLEN', KEYS[12]) > 0 and call_many('HMGET', KEYS[12], finished)
+  local w, claimed_ev, done_ev
   for j = 1, completed do
     local key = hist[j]
-    if not w or tokens[j] ~= tokens[j - 1] then
-      w = worker_of(tokens[j])
+    if not w or tokens[j] ~= tokens[j - 1] then -- (a batch's leases share a token or few)
+      local claimed_at
+      w, claimed_at = lease_of(tokens[j])
+      claimed_ev = claimed_at and event(claimed_at, 'claimed', w)
+      done_ev = event(now, 'completed', w)
     end
-    local done_ev = event(now, 'completed', w)
+    local this_ev = done_ev
     if progress and progress[j] then
-      done_ev = string.sub(done_ev, 1, -2) .. ',"p":' .. progress[j] .. '}'
+      this_ev = string.sub(done_ev, 1, -2) .. ',"p":' .. progress[j] .. '}'
     end
-    if claims[j] then
-      history_push(key, event(tonumber(claims[j]), 'claimed', w), done_ev)
+    if claimed_ev then
+      history_push(key, claimed_ev, this_ev)
     else
-      history_push(key, done_ev)
+      history_push(key, this_ev)
     end
     redis.call('PEXPIRE', key, ttl)
   end
-  call_many('HDEL', KEYS[11], finished)
   if progress then
-    call_many('HDEL', KEYS[13], finished)
+    call_many('HDEL', KEYS[12], finished)
   end
-  count_minute(KEYS[12], now, 'c', completed)
+  count_minute(KEYS[11], now, 'c', completed)
   call_many('HDEL', leases, finished)
   call_many('ZREM', inflight, finished)
   call_many('HDEL', jobs, finished)

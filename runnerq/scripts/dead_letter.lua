@@ -11,8 +11,8 @@
 -- KEYS[9] redeliveries HASH id -> times its lease expired (cleared)
 -- KEYS[10] limit_state HASH limits' state, KEYS[11] limited HASH id -> type,
 -- KEYS[12] notify LIST wake-up tokens, KEYS[13] keyof HASH id -> limit key (docs/limits.md)
--- KEYS[14] claimed HASH id -> when its lease was taken, KEYS[15] minutes HASH per-minute
--- counts, KEYS[16] progress HASH id -> progress, KEYS[17] events LIST its history
+-- KEYS[14] minutes HASH per-minute counts, KEYS[15] progress HASH id -> progress,
+-- KEYS[16] events LIST its history
 -- (docs/history.md: "claimed" and "dead_lettered" are added; it expires after ARGV[10])
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
@@ -44,17 +44,15 @@ redis.call('SET', result, ARGV[4], 'PX', tonumber(ARGV[5]))
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'dead_lettered', 1)
 local now = now_ms()
-local w = worker_of(ARGV[2])
-local dead_ev = event(now, 'dead_lettered', w, ARGV[9] .. (take_progress(KEYS[16], id) or ''))
-local claimed_at = redis.call('HGET', KEYS[14], id)
+local w, claimed_at = lease_of(ARGV[2])
+local dead_ev = event(now, 'dead_lettered', w, ARGV[9] .. (take_progress(KEYS[15], id) or ''))
 if claimed_at then
-  redis.call('HDEL', KEYS[14], id)
-  history_push(KEYS[17], event(tonumber(claimed_at), 'claimed', w), dead_ev)
+  history_push(KEYS[16], event(claimed_at, 'claimed', w), dead_ev)
 else
-  history_push(KEYS[17], dead_ev)
+  history_push(KEYS[16], dead_ev)
 end
-redis.call('PEXPIRE', KEYS[17], tonumber(ARGV[10]))
-count_minute(KEYS[15], now, 'f', 1)
+redis.call('PEXPIRE', KEYS[16], tonumber(ARGV[10]))
+count_minute(KEYS[14], now, 'f', 1)
 
 local excess = redis.call('ZCARD', dlq) - tonumber(ARGV[6])
 if excess > 0 then

@@ -10,8 +10,8 @@
 -- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
 -- KEYS[8] limit_state HASH limits' state, KEYS[9] limited HASH id -> type (docs/limits.md)
 -- KEYS[10] kready ZSET (where activities with a limit key go), KEYS[11] keyof HASH id -> key
--- KEYS[12] claimed HASH id -> when its lease was taken, KEYS[13] progress HASH id -> progress
--- KEYS[14..] the event history of each id of ARGV[3..], in order (docs/history.md:
+-- KEYS[12] progress HASH id -> progress
+-- KEYS[13..] the event history of each id of ARGV[3..], in order (docs/history.md:
 --            "claimed" and "lease_lost" are added)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap, then the ids to reap (none: find them)
@@ -32,7 +32,7 @@ for i = 3, #ARGV do
   local deadline = redis.call('ZSCORE', inflight, ARGV[i])
   if deadline and tonumber(deadline) <= now then
     expired[#expired + 1] = ARGV[i]
-    history[ARGV[i]] = KEYS[11 + i]
+    history[ARGV[i]] = KEYS[10 + i]
   end
 end
 local any_limited = #expired > 0 and redis.call('HLEN', KEYS[9]) > 0
@@ -40,12 +40,13 @@ local any_keyed = #expired > 0 and redis.call('HLEN', KEYS[11]) > 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', inflight, id)
   local token = redis.call('HGET', leases, id)
-  local w = token and worker_of(token) or nil
-  local lost = event(now, 'lease_lost', w, take_progress(KEYS[13], id))
-  local claimed_at = redis.call('HGET', KEYS[12], id)
+  local w, claimed_at
+  if token then
+    w, claimed_at = lease_of(token)
+  end
+  local lost = event(now, 'lease_lost', w, take_progress(KEYS[12], id))
   if claimed_at then
-    redis.call('HDEL', KEYS[12], id)
-    history_push(history[id], event(tonumber(claimed_at), 'claimed', w), lost)
+    history_push(history[id], event(claimed_at, 'claimed', w), lost)
   else
     history_push(history[id], lost)
   end

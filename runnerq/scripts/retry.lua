@@ -7,8 +7,8 @@
 -- KEYS[5] stats      HASH  counters
 -- KEYS[6] notify     LIST  wake-up tokens (so a scheduler learns the new due time)
 -- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
--- KEYS[9] claimed    HASH  id -> when its lease was taken, KEYS[10] minutes HASH per-minute
--- counts, KEYS[11] progress HASH id -> progress, KEYS[12] events LIST its history
+-- KEYS[9] minutes    HASH  per-minute counts, KEYS[10] progress HASH id -> progress,
+-- KEYS[11] events LIST its history
 -- (docs/history.md: "claimed", "failed" and "retry" are added)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] updated record (retry count, last error),
@@ -32,17 +32,15 @@ redis.call('HSET', jobs, id, ARGV[3])
 local now = now_ms()
 local at = now + tonumber(ARGV[4])
 redis.call('ZADD', scheduled, at, id)
-local w = worker_of(ARGV[2])
-local failed = event(now, 'failed', w, ARGV[6] .. (take_progress(KEYS[11], id) or ''))
+local w, claimed_at = lease_of(ARGV[2])
+local failed = event(now, 'failed', w, ARGV[6] .. (take_progress(KEYS[10], id) or ''))
 local again = event(now, 'retry', nil, string.format(',"at":%d', at))
-local claimed_at = redis.call('HGET', KEYS[9], id)
 if claimed_at then
-  redis.call('HDEL', KEYS[9], id)
-  history_push(KEYS[12], event(tonumber(claimed_at), 'claimed', w), failed, again)
+  history_push(KEYS[11], event(claimed_at, 'claimed', w), failed, again)
 else
-  history_push(KEYS[12], failed, again)
+  history_push(KEYS[11], failed, again)
 end
-count_minute(KEYS[10], now, 'f', 1)
+count_minute(KEYS[9], now, 'f', 1)
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'retried', 1)
 redis.call('LPUSH', notify, 's')

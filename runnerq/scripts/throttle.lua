@@ -15,9 +15,8 @@
 -- KEYS[9] kholds      ZSET  limit key -> its hold's end (ms): counts the keys held back now
 --                           (the operator's gauge); ended holds leave it (and their "hk:"
 --                           field) here, a bounded number per call
--- KEYS[10] claimed    HASH  id -> when its lease was taken, KEYS[11] progress HASH
--- id -> progress, KEYS[12] events LIST its history (docs/history.md: "claimed" and
--- "throttled" are added)
+-- KEYS[10] progress   HASH  id -> progress, KEYS[11] events LIST its history
+-- (docs/history.md: "claimed" and "throttled" are added)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] what to hold: "h:<type>",
 -- "hk:<limit key>" or '' (nothing but this activity),
@@ -40,15 +39,13 @@ if limited_token(ARGV[2]) and limits_lib().give_back(state, limited, id) == 1 th
 end
 redis.call('ZADD', scheduled, until_ms, id)
 redis.call('HINCRBY', stats, 'throttled', 1)
-local w = worker_of(ARGV[2])
+local w, claimed_at = lease_of(ARGV[2])
 local throttled = event(now, 'throttled', w,
-  string.format(',"at":%d', until_ms) .. (take_progress(KEYS[11], id) or ''))
-local claimed_at = redis.call('HGET', KEYS[10], id)
+  string.format(',"at":%d', until_ms) .. (take_progress(KEYS[10], id) or ''))
 if claimed_at then
-  redis.call('HDEL', KEYS[10], id)
-  history_push(KEYS[12], event(tonumber(claimed_at), 'claimed', w), throttled)
+  history_push(KEYS[11], event(claimed_at, 'claimed', w), throttled)
 else
-  history_push(KEYS[12], throttled)
+  history_push(KEYS[11], throttled)
 end
 local hold = ARGV[4]
 if hold ~= '' then

@@ -53,7 +53,7 @@ async def test_no_limits_claims_as_before(client: ActivityClient, store: QueueSt
     assert len(claim.items) == 5
     assert ":~" not in claim.token  # an unmarked lease: its transitions do nothing more
     assert store.claim_again_in == 0
-    assert len(store.claim_call(1, 30.0, "w").keys) == 9  # as before, and the claims (history)
+    assert len(store.claim_call(1, 30.0, "w").keys) == 8  # the claim's keys as before
 
 
 async def test_the_claim_takes_the_limits_keys_only_while_it_needs_them(
@@ -62,7 +62,7 @@ async def test_the_claim_takes_the_limits_keys_only_while_it_needs_them(
     await client.enqueue_many([("t", i) for i in range(6)])
     await client.set_limits(Limits(concurrency=2))
     call = store.claim_call(10, 30.0, "w")
-    assert len(call.keys) == 9
+    assert len(call.keys) == 8
     # Sent without them: nothing claimed, and the store knows to send them.
     skipped = store.parse_claim([await call.script(keys=call.keys, args=call.args)])
     assert skipped is not None and skipped.items == [] and store.claim_limited
@@ -71,7 +71,7 @@ async def test_the_claim_takes_the_limits_keys_only_while_it_needs_them(
     await client.set_limits(None)
     assert len((await _claim(store)).items) == 4
     assert not store.claim_limited
-    assert len(store.claim_call(1, 30.0, "w").keys) == 9
+    assert len(store.claim_call(1, 30.0, "w").keys) == 8
 
 
 async def test_one_config_flag_sends_claims_to_the_limited_path_until_nothing_needs_it(
