@@ -22,9 +22,11 @@ __all__ = [
     "dead_letter_tail",
     "failed_tail",
     "last_progress",
+    "lease_of",
     "parse_events",
     "parse_progress",
     "progress_args",
+    "result_events",
     "throughput",
 ]
 
@@ -201,13 +203,32 @@ def lease_of(token: str) -> tuple[str, float | None]:
     return worker, (int(ms) / 1000.0 if ms else None)
 
 
+def result_events(result_json: str | None) -> list[ActivityEvent]:
+    """The events a completion put in the result document ("events"): those of an activity
+    that had no history list yet (complete.lua)."""
+    if result_json is None:
+        return []
+    try:
+        doc = json.loads(result_json)
+    except ValueError:
+        return []
+    raws = doc.get("events") if isinstance(doc, dict) else None
+    if not isinstance(raws, list):
+        return []
+    return [e for e in map(ActivityEvent.from_doc, raws) if e is not None]
+
+
 def compose_events(
-    raws: list[str], token: str | None, record_json: str | None
+    raws: list[str],
+    token: str | None,
+    record_json: str | None,
+    result_json: str | None = None,
 ) -> list[ActivityEvent]:
     """An activity's events, oldest first: "enqueued" from its record's ``created_at`` when
     the record is still stored (pending, scheduled, running, or in the dead-letter queue: the
-    enqueue writes no event, docs/history.md), the stored events, and "claimed" for the lease
-    held now (from its lease ``token``), which the list gets when the lease ends.
+    enqueue writes no event, docs/history.md), the stored events, those the completion put in
+    the result document, and "claimed" for the lease held now (from its lease ``token``),
+    which the list gets when the lease ends.
     """
     events = []
     if record_json is not None:
@@ -218,6 +239,7 @@ def compose_events(
         if isinstance(created, int | float) and created > 0:
             events.append(ActivityEvent("enqueued", float(created)))
     events += parse_events(list(raws))
+    events += result_events(result_json)
     if token is not None:
         worker, claimed_at = lease_of(token)
         if claimed_at is not None:
@@ -225,11 +247,15 @@ def compose_events(
     return events
 
 
-def last_progress(live: str | None, last_event: str | None) -> Progress | None:
-    """The running attempt's progress, else the one kept with the last event."""
+def last_progress(
+    live: str | None, last_event: str | None, result_json: str | None = None
+) -> Progress | None:
+    """The running attempt's progress, else the one kept with the last event (in the result
+    document, or the history list)."""
     if live is not None:
         return parse_progress(live)
-    if last_event is None:
-        return None
-    events = parse_events([last_event])
+    done = result_events(result_json)
+    if done:
+        return done[-1].progress
+    events = parse_events([last_event]) if last_event is not None else []
     return events[0].progress if events else None

@@ -762,17 +762,25 @@ class QueueStore:
 
     # -- history, progress, throughput (docs/history.md) -----------------------------
 
-    async def events(self, activity_id: str) -> tuple[list[str], str | None, str | None]:
+    async def events(
+        self, activity_id: str
+    ) -> tuple[list[str], str | None, str | None, str | None]:
         """The activity's stored events, oldest first; the lease token when its lease is held
         now (it holds the claim's time: the claim event is written to the list when the lease
-        ends); its record (for the time it was enqueued) or else its dead-letter entry."""
+        ends); its record (for the time it was enqueued) or else its dead-letter entry; its
+        result document (a completed activity's last events may be there)."""
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(k.events(activity_id), 0, -1)
             pipe.hget(k.leases, activity_id)
-            raws, token = await pipe.execute()
-        token = None if token is None else str(token)
-        return [str(r) for r in raws], token, await self._record_json(activity_id)
+            pipe.get(k.result(activity_id))
+            raws, token, result = await pipe.execute()
+        return (
+            [str(r) for r in raws],
+            None if token is None else str(token),
+            await self._record_json(activity_id),
+            None if result is None else str(result),
+        )
 
     async def _record_json(self, activity_id: str) -> str | None:
         """The activity's record as stored, or the one in its dead-letter entry."""
@@ -786,15 +794,17 @@ class QueueStore:
         entry = DeadLetterEntry.decode(activity_id, dead)
         return None if entry.record is None else entry.record.encode()
 
-    async def progress(self, activity_id: str) -> tuple[str | None, str | None]:
-        """The progress stored for the running attempt, else the last event of the history
-        (which holds the last attempt's progress, when it reported any)."""
+    async def progress(self, activity_id: str) -> tuple[str | None, str | None, str | None]:
+        """The progress stored for the running attempt; the last event of the history and
+        the result document (the last attempt's progress is kept with its last event)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.progress, activity_id)
             pipe.lindex(k.events(activity_id), -1)
-            live, last = await pipe.execute()
-        return (None if live is None else str(live)), (None if last is None else str(last))
+            pipe.get(k.result(activity_id))
+            replies = await pipe.execute()
+        live, last, result = (None if r is None else str(r) for r in replies)
+        return live, last, result
 
     async def report_progress(
         self, activity_id: str, token: str, fraction: str, message: str

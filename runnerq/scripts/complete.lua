@@ -14,7 +14,10 @@
 -- KEYS[12] progress HASH  id -> last progress reported (moved to its history)
 -- KEYS[13..12+N] result key of each activity, in the order of ARGV[5..]
 -- KEYS[13+N..12+2N] event history of each activity, in the same order (docs/history.md:
---                   "claimed" and "completed" are added, and it expires with the result)
+--                   "claimed" and "completed" are added to it, and it expires with the
+--                   result; an activity with no history yet, which is most, gets none: the
+--                   two events go in its result document instead, as "events", which costs
+--                   no key)
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
@@ -32,8 +35,10 @@ local now = now_ms()
 local out, completed, gave = {}, 0, 0
 local L -- limits_lib(), made for the first lease taken under limits
 
-local finished, finished_at, seen, tokens, hist = {}, {}, {}, {}, {}
+local finished, finished_at, seen = {}, {}, {}
 local total = #ARGV - 4
+local any_progress = redis.call('HLEN', KEYS[12]) > 0
+local last_token, w, claimed_ev, done_ev
 for i = 5, #ARGV do
   local packed = ARGV[i]
   local bar1 = string.find(packed, '|', 1, true)
@@ -43,9 +48,34 @@ for i = 5, #ARGV do
   -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
   if not seen[id] and redis.call('HGET', leases, id) == token then
     seen[id] = true
-    redis.call('SET', KEYS[12 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
-    tokens[#tokens + 1] = token
-    hist[#hist + 1] = KEYS[12 + total + n]
+    -- History: the claim (its time is in the token) and the completion, with the progress
+    -- its handler reported last, if any.
+    if token ~= last_token then -- (a batch's leases share a token or few)
+      local claimed_at
+      w, claimed_at = lease_of(token)
+      claimed_ev = claimed_at and event(claimed_at, 'claimed', w)
+      done_ev = event(now, 'completed', w)
+      last_token = token
+    end
+    local this_ev = done_ev
+    local p = any_progress and take_progress(KEYS[12], id)
+    if p then
+      this_ev = string.sub(done_ev, 1, -2) .. p .. '}'
+    end
+    local doc = string.sub(packed, bar2 + 1)
+    local hist = KEYS[12 + total + n]
+    local kept = claimed_ev and redis.call('RPUSHX', hist, claimed_ev, this_ev)
+      or redis.call('RPUSHX', hist, this_ev)
+    if kept > 0 then
+      if kept > HISTORY_CAP then
+        redis.call('LTRIM', hist, -HISTORY_CAP, -1)
+      end
+      redis.call('PEXPIRE', hist, ttl)
+    else
+      local events = claimed_ev and (claimed_ev .. ',' .. this_ev) or this_ev
+      doc = string.sub(doc, 1, -2) .. ',"events":[' .. events .. ']}'
+    end
+    redis.call('SET', KEYS[12 + n], doc, 'PX', ttl)
     if limited_token(token) then
       L = L or limits_lib()
       gave = gave + L.give_back(KEYS[7], KEYS[8], id, KEYS[10])
@@ -67,32 +97,6 @@ end
 -- The bookkeeping of the whole batch in a few calls. (The results are set and announced
 -- above, before this: all of it is one atomic script, so nobody sees the difference.)
 if completed > 0 then
-  -- History: the claim (when the lease was taken) and the completion, then any progress the
-  -- handler reported (kept with the history, which expires with the result).
-  local progress = redis.call('HLEN', KEYS[12]) > 0 and call_many('HMGET', KEYS[12], finished)
-  local w, claimed_ev, done_ev
-  for j = 1, completed do
-    local key = hist[j]
-    if not w or tokens[j] ~= tokens[j - 1] then -- (a batch's leases share a token or few)
-      local claimed_at
-      w, claimed_at = lease_of(tokens[j])
-      claimed_ev = claimed_at and event(claimed_at, 'claimed', w)
-      done_ev = event(now, 'completed', w)
-    end
-    local this_ev = done_ev
-    if progress and progress[j] then
-      this_ev = string.sub(done_ev, 1, -2) .. ',"p":' .. progress[j] .. '}'
-    end
-    if claimed_ev then
-      history_push(key, claimed_ev, this_ev)
-    else
-      history_push(key, this_ev)
-    end
-    redis.call('PEXPIRE', key, ttl)
-  end
-  if progress then
-    call_many('HDEL', KEYS[12], finished)
-  end
   count_minute(KEYS[11], now, 'c', completed)
   call_many('HDEL', leases, finished)
   call_many('ZREM', inflight, finished)

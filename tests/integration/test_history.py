@@ -386,3 +386,23 @@ def test_events_decode_what_they_can() -> None:
 
     raws = ['{"t":1000,"e":"retry","at":3000}', "not json", '{"e":"x"}', '{"t":5,"e":1}']
     assert parse_events(raws) == [ActivityEvent("retry", 1.0, retry_at=3.0)]
+
+
+async def test_a_first_completion_keeps_its_events_with_the_result(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    """An activity with no history yet gets no list (no key per completion): its claim and
+    completion go in its result document, which expires with the result."""
+    future = await client.execute_activity("t", 1)
+    claim = await _claim(store, "worker-a")
+    doc = ResultDocument.completed_json('{"n": 1}')
+    await store.run_calls([store.complete_call([(future.activity_id, claim.token, doc)])])
+    assert await raw_redis.exists(store.keys.events(future.activity_id)) == 0
+    stored = json.loads(await raw_redis.get(store.keys.result(future.activity_id)) or "")
+    assert [e["e"] for e in stored["events"]] == ["claimed", "completed"]
+    assert await future.get_result(timeout=5) == {"n": 1}
+    events = await client.get_events(future.activity_id)
+    assert [(e.kind, e.worker) for e in events] == [
+        ("claimed", "worker-a"),
+        ("completed", "worker-a"),
+    ]
