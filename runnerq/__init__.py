@@ -33,9 +33,11 @@ from .errors import (
 )
 from .future import ActivityFuture
 from .handler import ActivityHandler
+from .history import ActivityEvent, Progress, Throughput
 from .limits import KeyLimit, Limits, LimitStats, Rate, TypeLimit
 from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics
 from .options import ActivityOption
+from .presence import WorkerInfo, list_queues
 from .priority import ActivityPriority
 from .record import DeadLetterEntry
 from .schedule import Schedule, ScheduleState
@@ -53,6 +55,7 @@ __all__ = [
     "ActivityContext",
     "ActivityDeadLetteredError",
     "ActivityError",
+    "ActivityEvent",
     "ActivityExecutor",
     "ActivityFuture",
     "ActivityHandler",
@@ -74,6 +77,7 @@ __all__ = [
     "MetricsSink",
     "NonRetryableError",
     "NoopMetrics",
+    "Progress",
     "QueueSettings",
     "QueueStats",
     "Rate",
@@ -89,11 +93,14 @@ __all__ = [
     "ScheduleState",
     "ScheduleStore",
     "SerializationError",
+    "Throughput",
     "TypeLimit",
     "WorkerEngine",
     "WorkerEngineBuilder",
     "WorkerError",
+    "WorkerInfo",
     "WorkerSettings",
+    "list_queues",
     "non_retryable",
     "redis_url_from_env",
 ]
