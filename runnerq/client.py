@@ -95,13 +95,15 @@ class ActivityClient:
 
     async def _register(self) -> None:
         """Add the queue to the registry of queue names (``runnerq:queues``), once per client:
-        on connect or first enqueue. A plain command outside the queue's hash tag."""
+        on connect or first enqueue. A plain command outside the queue's hash tag. Failing is
+        left to what comes next (the enqueue raises its own error): tried again next time."""
         if self._registered:
             return
         self._registered = True
         try:
-            with translate_errors("cannot register the queue"):
-                await register_queue(self.redis, self.settings.name)
+            await register_queue(self.redis, self.settings.name)
+        except REDIS_ERRORS:
+            self._registered = False
         except BaseException:
             self._registered = False
             raise
