@@ -204,8 +204,8 @@ class ActivityClient:
         is kept), claimed, failed, retry, lease_lost, throttled, released, requeued, and how
         it ended; the last ``HISTORY_CAP`` stored events. Empty for an unknown id."""
         with translate_errors("cannot read the activity's events"):
-            raws, token, record, result = await self.store.events(activity_id)
-        return compose_events(raws, token, record, result)
+            raws, token, record, result, completed_ms = await self.store.events(activity_id)
+        return compose_events(raws, token, record, result, completed_ms)
 
     async def get_progress(self, activity_id: str) -> Progress | None:
         """What the activity's handler last reported (``ctx.progress``): the running

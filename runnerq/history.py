@@ -203,19 +203,26 @@ def lease_of(token: str) -> tuple[str, float | None]:
     return worker, (int(ms) / 1000.0 if ms else None)
 
 
-def result_events(result_json: str | None) -> list[ActivityEvent]:
-    """The events a completion put in the result document ("events"): those of an activity
-    that had no history list yet (complete.lua)."""
+def result_events(result_json: str | None, completed_ms: int | None) -> list[ActivityEvent]:
+    """ "claimed" and "completed" of an activity that completed with no history list (most:
+    complete.lua writes nothing for them): the claim from the lease token in its result
+    document, the completion at ``completed_ms`` (from the queue's `done` set)."""
     if result_json is None:
         return []
     try:
         doc = json.loads(result_json)
     except ValueError:
         return []
-    raws = doc.get("events") if isinstance(doc, dict) else None
-    if not isinstance(raws, list):
+    lease = doc.get("lease") if isinstance(doc, dict) else None
+    if doc.get("status") != "completed" or not isinstance(lease, str):
         return []
-    return [e for e in map(ActivityEvent.from_doc, raws) if e is not None]
+    worker, claimed_at = lease_of(lease)
+    out = []
+    if claimed_at is not None:
+        out.append(ActivityEvent("claimed", claimed_at, worker))
+    if completed_ms is not None:
+        out.append(ActivityEvent("completed", completed_ms / 1000.0, worker))
+    return out
 
 
 def compose_events(
@@ -223,12 +230,13 @@ def compose_events(
     token: str | None,
     record_json: str | None,
     result_json: str | None = None,
+    completed_ms: int | None = None,
 ) -> list[ActivityEvent]:
     """An activity's events, oldest first: "enqueued" from its record's ``created_at`` when
     the record is still stored (pending, scheduled, running, or in the dead-letter queue: the
-    enqueue writes no event, docs/history.md), the stored events, those the completion put in
-    the result document, and "claimed" for the lease held now (from its lease ``token``),
-    which the list gets when the lease ends.
+    enqueue writes no event, docs/history.md), the stored events, the claim and completion
+    of one that completed with no list (``result_events``), and "claimed" for the lease held
+    now (from its lease ``token``), which the list gets when the lease ends.
     """
     events = []
     if record_json is not None:
@@ -238,8 +246,10 @@ def compose_events(
             created = None
         if isinstance(created, int | float) and created > 0:
             events.append(ActivityEvent("enqueued", float(created)))
-    events += parse_events(list(raws))
-    events += result_events(result_json)
+    stored = parse_events(list(raws))
+    events += stored
+    if not any(e.kind == "completed" for e in stored):
+        events += result_events(result_json, completed_ms)
     if token is not None:
         worker, claimed_at = lease_of(token)
         if claimed_at is not None:
@@ -247,15 +257,9 @@ def compose_events(
     return events
 
 
-def last_progress(
-    live: str | None, last_event: str | None, result_json: str | None = None
-) -> Progress | None:
-    """The running attempt's progress, else the one kept with the last event (in the result
-    document, or the history list)."""
+def last_progress(live: str | None, last_event: str | None) -> Progress | None:
+    """The running attempt's progress, else the one kept with the last event."""
     if live is not None:
         return parse_progress(live)
-    done = result_events(result_json)
-    if done:
-        return done[-1].progress
     events = parse_events([last_event]) if last_event is not None else []
     return events[0].progress if events else None

@@ -67,7 +67,9 @@ class QueueKeys:
     # Limit keys held back by a handler (RateLimitedError(hold="key")): key -> hold's end (ms).
     kholds: str = field(init=False)
     # History and live state for the console (docs/history.md): progress reported by
-    # handlers, per-minute throughput counts.
+    # handlers, per-minute throughput counts, and the unfinished activities that have a
+    # history list (id -> 1: their completion is added to it).
+    historied: str = field(init=False)
     progress: str = field(init=False)
     minutes: str = field(init=False)
     done_channel: str = field(init=False)
@@ -100,6 +102,7 @@ class QueueKeys:
             "kholds",
             "progress",
             "minutes",
+            "historied",
         ):
             object.__setattr__(self, name, base + name)
         object.__setattr__(self, "limit_state", base + "limits")

@@ -86,7 +86,7 @@ def completed(record: ActivityRecord, token: str, result: object, now: float) ->
         result_json = encode_json(result, "the handler's result")
     except SerializationError as exc:
         return dead_letter(record.id, token, str(exc), "bad_result", now, record)
-    return Complete(record.id, token, ResultDocument.completed_json(result_json))
+    return Complete(record.id, token, ResultDocument.completed_json(result_json, token))
 
 
 def raised(

@@ -471,8 +471,12 @@ class ResultDocument:
     reason: str | None = None
 
     @staticmethod
-    def completed_json(result_json: str) -> str:
-        return f'{{"status":"completed","result":{result_json}}}'
+    def completed_json(result_json: str, lease: str | None = None) -> str:
+        """``lease``: the token of the lease it completed under (the claim's worker and time,
+        for the activity's history: docs/history.md)."""
+        if lease is None:
+            return f'{{"status":"completed","result":{result_json}}}'
+        return f'{{"status":"completed","lease":{json.dumps(lease)},"result":{result_json}}}'
 
     @staticmethod
     def dead_lettered_json(error: str, reason: str) -> str:

@@ -330,6 +330,7 @@ class QueueStore:
                     k.keyof,
                     k.progress,
                     k.events(activity_id),
+                    k.historied,
                 ],
                 args=[
                     activity_id,
@@ -449,7 +450,7 @@ class QueueStore:
         """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
-        keys += [k.limit_state, k.limited, k.notify, k.keyof, k.minutes, k.progress]
+        keys += [k.limit_state, k.limited, k.notify, k.keyof, k.minutes, k.progress, k.historied]
         keys += [k.result(activity_id) for activity_id, _, _ in items]
         keys += [k.events(activity_id) for activity_id, _, _ in items]
         args: list[Any] = [
@@ -486,6 +487,7 @@ class QueueStore:
                 k.minutes,
                 k.progress,
                 k.events(activity_id),
+                k.historied,
             ],
             [
                 activity_id,
@@ -518,6 +520,7 @@ class QueueStore:
                 k.kholds,
                 k.progress,
                 k.events(activity_id),
+                k.historied,
             ],
             [activity_id, token, _ms(delay), hold or "", NOTIFY_CAP],
         )
@@ -543,6 +546,7 @@ class QueueStore:
                 k.minutes,
                 k.progress,
                 k.events(activity_id),
+                k.historied,
             ],
             [
                 activity_id,
@@ -601,6 +605,7 @@ class QueueStore:
                     k.kready,
                     k.keyof,
                     k.progress,
+                    k.historied,
                     *history,
                 ],
                 args=args,
@@ -649,6 +654,7 @@ class QueueStore:
             k.kready,
             k.keyof,
             k.progress,
+            k.historied,
         ]
         expired = [str(i) for i in await self.scripts.reap(keys=keys, args=[limit, NOTIFY_CAP])]
         if not expired:
@@ -696,6 +702,7 @@ class QueueStore:
                 k.kvt,
                 k.config,
                 k.events(activity_id),
+                k.historied,
             ],
             args=[
                 activity_id,
@@ -764,22 +771,33 @@ class QueueStore:
 
     async def events(
         self, activity_id: str
-    ) -> tuple[list[str], str | None, str | None, str | None]:
+    ) -> tuple[list[str], str | None, str | None, str | None, int | None]:
         """The activity's stored events, oldest first; the lease token when its lease is held
         now (it holds the claim's time: the claim event is written to the list when the lease
         ends); its record (for the time it was enqueued) or else its dead-letter entry; its
-        result document (a completed activity's last events may be there)."""
+        result document and when it completed (ms: its score in `done`, else from its
+        result's TTL as this client's settings have it), for one completed with no list."""
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(k.events(activity_id), 0, -1)
             pipe.hget(k.leases, activity_id)
             pipe.get(k.result(activity_id))
-            raws, token, result = await pipe.execute()
+            pipe.zscore(k.done, activity_id)
+            pipe.pttl(k.result(activity_id))
+            pipe.time()
+            raws, token, result, done_at, ttl, now = await pipe.execute()
+        completed_ms = None
+        if done_at is not None:
+            completed_ms = int(done_at)
+        elif result is not None and int(ttl) > 0:
+            now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+            completed_ms = now_ms - max(0, self._result_ttl_ms - int(ttl))
         return (
             [str(r) for r in raws],
             None if token is None else str(token),
             await self._record_json(activity_id),
             None if result is None else str(result),
+            completed_ms,
         )
 
     async def _record_json(self, activity_id: str) -> str | None:
@@ -794,17 +812,15 @@ class QueueStore:
         entry = DeadLetterEntry.decode(activity_id, dead)
         return None if entry.record is None else entry.record.encode()
 
-    async def progress(self, activity_id: str) -> tuple[str | None, str | None, str | None]:
-        """The progress stored for the running attempt; the last event of the history and
-        the result document (the last attempt's progress is kept with its last event)."""
+    async def progress(self, activity_id: str) -> tuple[str | None, str | None]:
+        """The progress stored for the running attempt, and the last event of the history
+        (which holds the last attempt's progress, when it reported any)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(k.progress, activity_id)
             pipe.lindex(k.events(activity_id), -1)
-            pipe.get(k.result(activity_id))
-            replies = await pipe.execute()
-        live, last, result = (None if r is None else str(r) for r in replies)
-        return live, last, result
+            live, last = await pipe.execute()
+        return (None if live is None else str(live)), (None if last is None else str(last))
 
     async def report_progress(
         self, activity_id: str, token: str, fraction: str, message: str

@@ -12,7 +12,7 @@
 -- KEYS[9] limit_state HASH limits' state, KEYS[10] limited HASH id -> type (docs/limits.md)
 -- KEYS[11] kready ZSET ready activities with a limit key, KEYS[12] keyof HASH id -> limit key
 -- KEYS[13] progress HASH id -> progress
--- KEYS[14] events LIST its history (docs/history.md: "claimed" for a running one, and
+-- KEYS[14] events LIST its history, KEYS[15] historied HASH id -> 1 (cleared) (docs/history.md: "claimed" for a running one, and
 --          "cancelled", are added; it expires with the result)
 --
 -- ARGV[1] id, ARGV[2] result document, ARGV[3] result TTL (ms),
@@ -57,6 +57,7 @@ redis.call('SET', result, ARGV[2], 'PX', tonumber(ARGV[3]))
 history[#history + 1] = event(now, 'cancelled', nil, take_progress(KEYS[13], id))
 history_push(KEYS[14], unpack(history))
 redis.call('PEXPIRE', KEYS[14], tonumber(ARGV[3]))
+redis.call('HDEL', KEYS[15], id)
 redis.call('HINCRBY', stats, 'cancelled', 1)
 redis.call('PUBLISH', ARGV[4], id)
 return state

@@ -12,12 +12,13 @@
 -- KEYS[10] keyof    HASH  id -> limit key (forgotten for those taken under limits)
 -- KEYS[11] minutes  HASH  per-minute counts ("<minute>:c")
 -- KEYS[12] progress HASH  id -> last progress reported (moved to its history)
--- KEYS[13..12+N] result key of each activity, in the order of ARGV[5..]
--- KEYS[13+N..12+2N] event history of each activity, in the same order (docs/history.md:
---                   "claimed" and "completed" are added to it, and it expires with the
---                   result; an activity with no history yet, which is most, gets none: the
---                   two events go in its result document instead, as "events", which costs
---                   no key)
+-- KEYS[13] history  HASH  id -> 1 for unfinished activities that have a history list
+-- KEYS[14..13+N] result key of each activity, in the order of ARGV[5..]
+-- KEYS[14+N..13+2N] event history of each activity, in the same order (docs/history.md).
+--   An activity with a history list (flagged in KEYS[13]) or progress gets "claimed" and
+--   "completed" in it, and it expires with the result. Most have neither and cost nothing
+--   here: their result document holds their lease token (the claim's worker and time, put
+--   there by the worker) and `done` their completion time.
 --
 -- ARGV[1] result TTL (ms)
 -- ARGV[2] how many completed records to keep in `done`
@@ -35,10 +36,8 @@ local now = now_ms()
 local out, completed, gave = {}, 0, 0
 local L -- limits_lib(), made for the first lease taken under limits
 
-local finished, finished_at, seen = {}, {}, {}
+local finished, finished_at, seen, finished_n, tokens = {}, {}, {}, {}, {}
 local total = #ARGV - 4
-local any_progress = redis.call('HLEN', KEYS[12]) > 0
-local last_token, w, claimed_ev, done_ev
 for i = 5, #ARGV do
   local packed = ARGV[i]
   local bar1 = string.find(packed, '|', 1, true)
@@ -48,40 +47,15 @@ for i = 5, #ARGV do
   -- (`seen`: the lease is dropped after the loop, so a repeated id must not pass twice.)
   if not seen[id] and redis.call('HGET', leases, id) == token then
     seen[id] = true
-    -- History: the claim (its time is in the token) and the completion, with the progress
-    -- its handler reported last, if any.
-    if token ~= last_token then -- (a batch's leases share a token or few)
-      local claimed_at
-      w, claimed_at = lease_of(token)
-      claimed_ev = claimed_at and event(claimed_at, 'claimed', w)
-      done_ev = event(now, 'completed', w)
-      last_token = token
-    end
-    local this_ev = done_ev
-    local p = any_progress and take_progress(KEYS[12], id)
-    if p then
-      this_ev = string.sub(done_ev, 1, -2) .. p .. '}'
-    end
-    local doc = string.sub(packed, bar2 + 1)
-    local hist = KEYS[12 + total + n]
-    local kept = claimed_ev and redis.call('RPUSHX', hist, claimed_ev, this_ev)
-      or redis.call('RPUSHX', hist, this_ev)
-    if kept > 0 then
-      if kept > HISTORY_CAP then
-        redis.call('LTRIM', hist, -HISTORY_CAP, -1)
-      end
-      redis.call('PEXPIRE', hist, ttl)
-    else
-      local events = claimed_ev and (claimed_ev .. ',' .. this_ev) or this_ev
-      doc = string.sub(doc, 1, -2) .. ',"events":[' .. events .. ']}'
-    end
-    redis.call('SET', KEYS[12 + n], doc, 'PX', ttl)
+    redis.call('SET', KEYS[13 + n], string.sub(packed, bar2 + 1), 'PX', ttl)
     if limited_token(token) then
       L = L or limits_lib()
       gave = gave + L.give_back(KEYS[7], KEYS[8], id, KEYS[10])
     end
     redis.call('PUBLISH', channel, id)
     finished[#finished + 1] = id
+    finished_n[#finished_n + 1] = n
+    tokens[#tokens + 1] = token
     finished_at[#finished_at + 1] = now
     finished_at[#finished_at + 1] = id
     out[n] = 1
@@ -97,6 +71,29 @@ end
 -- The bookkeeping of the whole batch in a few calls. (The results are set and announced
 -- above, before this: all of it is one atomic script, so nobody sees the difference.)
 if completed > 0 then
+  -- History, for the few with a list or progress: "claimed" (from the token) and
+  -- "completed", with the progress the handler reported last.
+  local flags = redis.call('HLEN', KEYS[13]) > 0 and call_many('HMGET', KEYS[13], finished)
+  local any_progress = redis.call('HLEN', KEYS[12]) > 0
+  if flags or any_progress then
+    for j = 1, completed do
+      local p = any_progress and take_progress(KEYS[12], finished[j])
+      if p or (flags and flags[j]) then
+        local w, claimed_at = lease_of(tokens[j])
+        local hist = KEYS[13 + total + finished_n[j]]
+        local done_ev = event(now, 'completed', w, p or nil)
+        if claimed_at then
+          history_push(hist, event(claimed_at, 'claimed', w), done_ev)
+        else
+          history_push(hist, done_ev)
+        end
+        redis.call('PEXPIRE', hist, ttl)
+      end
+    end
+    if flags then
+      call_many('HDEL', KEYS[13], finished)
+    end
+  end
   count_minute(KEYS[11], now, 'c', completed)
   call_many('HDEL', leases, finished)
   call_many('ZREM', inflight, finished)

@@ -12,7 +12,7 @@
 -- KEYS[10] limit_state HASH limits' state, KEYS[11] limited HASH id -> type,
 -- KEYS[12] notify LIST wake-up tokens, KEYS[13] keyof HASH id -> limit key (docs/limits.md)
 -- KEYS[14] minutes HASH per-minute counts, KEYS[15] progress HASH id -> progress,
--- KEYS[16] events LIST its history
+-- KEYS[16] events LIST its history, KEYS[17] historied HASH id -> 1 (cleared)
 -- (docs/history.md: "claimed" and "dead_lettered" are added; it expires after ARGV[10])
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] dead-letter entry, ARGV[4] result document,
@@ -52,6 +52,7 @@ else
   history_push(KEYS[16], dead_ev)
 end
 redis.call('PEXPIRE', KEYS[16], tonumber(ARGV[10]))
+redis.call('HDEL', KEYS[17], id)
 count_minute(KEYS[14], now, 'f', 1)
 
 local excess = redis.call('ZCARD', dlq) - tonumber(ARGV[6])

@@ -10,8 +10,8 @@
 -- KEYS[7] redeliveries HASH id -> times its lease expired (poison detection)
 -- KEYS[8] limit_state HASH limits' state, KEYS[9] limited HASH id -> type (docs/limits.md)
 -- KEYS[10] kready ZSET (where activities with a limit key go), KEYS[11] keyof HASH id -> key
--- KEYS[12] progress HASH id -> progress
--- KEYS[13..] the event history of each id of ARGV[3..], in order (docs/history.md:
+-- KEYS[12] progress HASH id -> progress, KEYS[13] historied HASH id -> 1
+-- KEYS[14..] the event history of each id of ARGV[3..], in order (docs/history.md:
 --            "claimed" and "lease_lost" are added)
 --
 -- ARGV[1] how many at most, ARGV[2] notify cap, then the ids to reap (none: find them)
@@ -32,7 +32,7 @@ for i = 3, #ARGV do
   local deadline = redis.call('ZSCORE', inflight, ARGV[i])
   if deadline and tonumber(deadline) <= now then
     expired[#expired + 1] = ARGV[i]
-    history[ARGV[i]] = KEYS[10 + i]
+    history[ARGV[i]] = KEYS[11 + i]
   end
 end
 local any_limited = #expired > 0 and redis.call('HLEN', KEYS[9]) > 0
@@ -50,6 +50,7 @@ for _, id in ipairs(expired) do
   else
     history_push(history[id], lost)
   end
+  redis.call('HSET', KEYS[13], id, 1)
   redis.call('HDEL', leases, id)
   if any_limited then
     limits_lib().give_back(KEYS[8], KEYS[9], id)

@@ -9,8 +9,8 @@
 -- KEYS[6] stats     HASH  counters
 -- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
 -- KEYS[9] kready ZSET (where activities with a limit key go), KEYS[10] keyof HASH id -> key
--- KEYS[11] progress HASH id -> progress
--- KEYS[12..] the event history of each id of ARGV, in order (docs/history.md: "claimed" and
+-- KEYS[11] progress HASH id -> progress, KEYS[12] historied HASH id -> 1
+-- KEYS[13..] the event history of each id of ARGV, in order (docs/history.md: "claimed" and
 --            "released" are added)
 --
 -- ARGV[1] notify cap, then pairs: id, lease token
@@ -24,7 +24,8 @@ local now = now_ms()
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('HGET', leases, id) == ARGV[i + 1] then
-    local history = KEYS[11 + i / 2]
+    redis.call('HSET', KEYS[12], id, 1)
+    local history = KEYS[12 + i / 2]
     local w, claimed_at = lease_of(ARGV[i + 1])
     local released_ev = event(now, 'released', w, take_progress(KEYS[11], id))
     if claimed_at then

@@ -12,7 +12,7 @@
 -- KEYS[10] kready ZSET, KEYS[11] keyof HASH id -> limit key, KEYS[12] kvt HASH (docs/limits.md)
 -- KEYS[13] config HASH ("keyed": the claims look at the keyed ready set)
 -- KEYS[14] events LIST its history (docs/history.md: "requeued" is added, and it lives as
---          long as the activity again)
+--          long as the activity again), KEYS[15] historied HASH id -> 1
 --
 -- ARGV[1] id, ARGV[2] record to run, ARGV[3] priority rank, ARGV[4] notify cap,
 -- ARGV[5] its limit key ('' for none)
@@ -38,6 +38,7 @@ else
 end
 history_push(KEYS[14], event(now_ms(), 'requeued'))
 redis.call('PERSIST', KEYS[14])
+redis.call('HSET', KEYS[15], id, 1)
 redis.call('HINCRBY', stats, 'requeued', 1)
 redis.call('LPUSH', notify, '1')
 redis.call('LTRIM', notify, 0, tonumber(ARGV[4]) - 1)

@@ -8,7 +8,7 @@
 -- KEYS[6] notify     LIST  wake-up tokens (so a scheduler learns the new due time)
 -- KEYS[7] limit_state HASH limits' state, KEYS[8] limited HASH id -> type (docs/limits.md)
 -- KEYS[9] minutes    HASH  per-minute counts, KEYS[10] progress HASH id -> progress,
--- KEYS[11] events LIST its history
+-- KEYS[11] events LIST its history, KEYS[12] historied HASH id -> 1 (it has a history list)
 -- (docs/history.md: "claimed", "failed" and "retry" are added)
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] updated record (retry count, last error),
@@ -40,6 +40,7 @@ if claimed_at then
 else
   history_push(KEYS[11], failed, again)
 end
+redis.call('HSET', KEYS[12], id, 1)
 count_minute(KEYS[9], now, 'f', 1)
 redis.call('HINCRBY', stats, 'failed', 1)
 redis.call('HINCRBY', stats, 'retried', 1)

@@ -16,7 +16,7 @@
 --                           (the operator's gauge); ended holds leave it (and their "hk:"
 --                           field) here, a bounded number per call
 -- KEYS[10] progress   HASH  id -> progress, KEYS[11] events LIST its history
--- (docs/history.md: "claimed" and "throttled" are added)
+-- (docs/history.md: "claimed" and "throttled" are added), KEYS[12] historied HASH id -> 1
 --
 -- ARGV[1] id, ARGV[2] lease token, ARGV[3] delay (ms), ARGV[4] what to hold: "h:<type>",
 -- "hk:<limit key>" or '' (nothing but this activity),
@@ -47,6 +47,7 @@ if claimed_at then
 else
   history_push(KEYS[11], throttled)
 end
+redis.call('HSET', KEYS[12], id, 1)
 local hold = ARGV[4]
 if hold ~= '' then
   local field = hold

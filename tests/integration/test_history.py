@@ -127,8 +127,9 @@ async def test_each_transition_writes_its_event(
     result_ttl = await raw_redis.pttl(store.keys.result(aid))
     assert 0 < ttl <= client.settings.result_ttl * 1000
     assert abs(ttl - result_ttl) < 5000
-    # Nothing of the lease is left behind.
+    # Nothing of the lease, or of the flag that it has a history, is left behind.
     assert await raw_redis.hlen(store.keys.leases) == 0
+    assert await raw_redis.hlen(store.keys.historied) == 0
 
 
 def _record(claim: Claim) -> Any:
@@ -388,21 +389,27 @@ def test_events_decode_what_they_can() -> None:
     assert parse_events(raws) == [ActivityEvent("retry", 1.0, retry_at=3.0)]
 
 
-async def test_a_first_completion_keeps_its_events_with_the_result(
+async def test_a_first_completion_writes_no_history_list(
     client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
 ) -> None:
-    """An activity with no history yet gets no list (no key per completion): its claim and
-    completion go in its result document, which expires with the result."""
+    """An activity with no history list yet gets none (no key per completion): its claim is
+    in the lease token its result document holds, its completion time in `done`."""
     future = await client.execute_activity("t", 1)
     claim = await _claim(store, "worker-a")
-    doc = ResultDocument.completed_json('{"n": 1}')
+    doc = ResultDocument.completed_json('{"n": 1}', claim.token)
     await store.run_calls([store.complete_call([(future.activity_id, claim.token, doc)])])
     assert await raw_redis.exists(store.keys.events(future.activity_id)) == 0
-    stored = json.loads(await raw_redis.get(store.keys.result(future.activity_id)) or "")
-    assert [e["e"] for e in stored["events"]] == ["claimed", "completed"]
     assert await future.get_result(timeout=5) == {"n": 1}
     events = await client.get_events(future.activity_id)
     assert [(e.kind, e.worker) for e in events] == [
         ("claimed", "worker-a"),
         ("completed", "worker-a"),
     ]
+    assert events[0].at == claim.now
+    done_at = await raw_redis.zscore(store.keys.done, future.activity_id)
+    assert done_at is not None and events[1].at == done_at / 1000
+    # Once `done` dropped it (its cap), the time comes from the result's TTL.
+    await raw_redis.zrem(store.keys.done, future.activity_id)
+    again = await client.get_events(future.activity_id)
+    assert abs(again[1].at - events[1].at) < 2.0
+    assert await raw_redis.hlen(store.keys.historied) == 0

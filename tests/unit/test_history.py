@@ -34,23 +34,20 @@ def test_events_put_together_in_order() -> None:
         ("lease_lost", 12.0, "w1"),
         ("claimed", 13.0, "w2"),
     ]
-    result = json.dumps(
-        {
-            "status": "completed",
-            "result": 1,
-            "events": [
-                {"t": 1000, "e": "claimed", "w": "w"},
-                {"t": 2000, "e": "completed", "w": "w", "p": {"f": 1, "m": None, "t": 1900}},
-            ],
-        }
-    )
-    done = compose_events([], None, None, result)
-    assert [e.kind for e in done] == ["claimed", "completed"]
-    assert done[1].progress == Progress(1.0, None, 1.9)
-    assert last_progress(None, None, result) == Progress(1.0, None, 1.9)
-    assert last_progress('{"f":0.5,"m":"x","t":3000}', None, result) == Progress(0.5, "x", 3.0)
-    assert last_progress(None, None, None) is None
-    assert compose_events([], None, "not json", "not json either") == []
+    result = json.dumps({"status": "completed", "lease": "w:3@1000", "result": 1})
+    done = compose_events([], None, None, result, 2000)
+    assert [(e.kind, e.at, e.worker) for e in done] == [
+        ("claimed", 1.0, "w"),
+        ("completed", 2.0, "w"),
+    ]
+    # A list that has the completion: the result document adds nothing.
+    with_list = ['{"t":1000,"e":"claimed","w":"w"}', '{"t":2000,"e":"completed","w":"w"}']
+    assert len(compose_events(with_list, None, None, result, 2000)) == 2
+    last = '{"t":2000,"e":"completed","p":{"f":1,"m":null,"t":1900}}'
+    assert last_progress(None, last) == Progress(1.0, None, 1.9)
+    assert last_progress('{"f":0.5,"m":"x","t":3000}', last) == Progress(0.5, "x", 3.0)
+    assert last_progress(None, None) is None
+    assert compose_events([], None, "not json", "not json either", None) == []
 
 
 def test_failure_text_is_escaped_and_cut() -> None:

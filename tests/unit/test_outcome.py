@@ -18,7 +18,8 @@ def _record(retry_count: int = 0, payload: object = 1) -> ActivityRecord:
 
 def test_a_json_result_completes() -> None:
     ack = completed(_record(), "tok", {"ok": [1, 2]}, 9.0)
-    assert ack == Complete("a", "tok", '{"status":"completed","result":{"ok":[1,2]}}')
+    doc = '{"status":"completed","lease":"tok","result":{"ok":[1,2]}}'
+    assert ack == Complete("a", "tok", doc)
 
 
 def test_a_result_that_is_not_json_is_dead_lettered_as_bad_result() -> None:
