@@ -9,7 +9,7 @@ from runnerq_operator.actions import QueueWriter
 from runnerq_operator.autoscaler import Autoscaler, _scaling_condition
 from runnerq_operator.metrics import OperatorMetrics
 from runnerq_operator.redis_queues import RedisPools
-from runnerq_operator.registry import QueueRegistry
+from runnerq_operator.registry import QueueRegistry, QueueState
 from runnerq_operator.reports import scale_reason
 from runnerq_operator.scaling import Depth, recommend
 from runnerq_operator.settings import OperatorConfig
@@ -47,7 +47,8 @@ def test_the_condition_and_the_event_say_the_limits_decide() -> None:
     )
 
 
-def test_the_depth_gauge_has_eligible_while_the_queue_has_limits() -> None:
+def _exporter() -> tuple[QueueState, OperatorMetrics, Autoscaler, dict[str, str]]:
+    """One registered queue and an autoscaler that only exports (no Redis, no Kubernetes)."""
     registry = QueueRegistry(gated=False)
     state = register(registry)
     metrics = OperatorMetrics()
@@ -58,7 +59,11 @@ def test_the_depth_gauge_has_eligible_while_the_queue_has_limits() -> None:
         metrics,
         OperatorConfig(),
     )
-    labels = {"namespace": "ns", "name": "emails", "queue": state.spec.queue}
+    return state, metrics, scaler, {"namespace": "ns", "name": "emails", "queue": state.spec.queue}
+
+
+def test_the_depth_gauge_has_eligible_while_the_queue_has_limits() -> None:
+    state, metrics, scaler, labels = _exporter()
 
     def sample() -> float | None:
         return metrics.registry.get_sample_value(
@@ -75,17 +80,7 @@ def test_the_depth_gauge_has_eligible_while_the_queue_has_limits() -> None:
 
 
 def test_the_held_keys_gauge_follows_the_depth_read() -> None:
-    registry = QueueRegistry(gated=False)
-    state = register(registry)
-    metrics = OperatorMetrics()
-    scaler = Autoscaler(
-        registry,
-        cast(QueueWriter, None),
-        cast(RedisPools, None),
-        metrics,
-        OperatorConfig(),
-    )
-    labels = {"namespace": "ns", "name": "emails", "queue": state.spec.queue}
+    state, metrics, scaler, labels = _exporter()
 
     def sample() -> float | None:
         return metrics.registry.get_sample_value("runnerq_operator_held_keys", labels)
