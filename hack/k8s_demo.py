@@ -85,9 +85,11 @@ class Demo:
         stack.callback(operator.stop)
         self.apply_queue(plane, redis.url)
 
+        # Read the replicas before the burst: the operator polls every second and may scale
+        # up before a first read made after the enqueue (then the demo never sees the 0).
+        watch = ReplicaWatch(plane, self)
         enqueue(redis.url, QUEUE, self.activities, {"sleep": 0.05})
         self.say(f"enqueued {self.activities} activities; no worker runs yet")
-        watch = ReplicaWatch(plane, self)
         peak = watch.until(lambda n: n > 0, timeout=60, what="a scale-up")
 
         worker = WorkerProcess(redis.url, QUEUE, workdir / "worker.log", max_workers=20)
