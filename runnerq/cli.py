@@ -229,6 +229,30 @@ def _console_parser(sub: Any) -> None:
         default=1.0,
         help="shortest time between two live updates of a page (1s)",
     )
+    console.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="read ActivityQueues (the overview's cluster field) with this kubeconfig"
+        " (default: the pod's service account, in a cluster)",
+    )
+    console.add_argument(
+        "--kube-namespace",
+        action="append",
+        default=[],
+        dest="kube_namespaces",
+        metavar="NS",
+        help="read only this namespace's ActivityQueues (repeat for more; default: all)",
+    )
+    console.add_argument(
+        "--kube-events",
+        action="store_true",
+        help="post each audited action as an Event on its ActivityQueue (needs create events)",
+    )
+    console.add_argument(
+        "--no-kube",
+        action="store_true",
+        help="do not read ActivityQueues, even in a cluster",
+    )
     console.add_argument("--log-level", default=_env("RUNNERQ_LOG_LEVEL"), help="default: WARNING")
 
 
@@ -763,8 +787,16 @@ def _console_settings(args: argparse.Namespace) -> Any:
     they do not go together, before anything is served)."""
     from .console import ConsoleSettings, Role
     from .console.auth import parse_group_roles
+    from .console.kube import in_cluster_available, in_cluster_config, load_kubeconfig
 
     default_role = args.proxy_default_role.strip().lower()
+    if args.no_kube and args.kubeconfig:
+        raise ConfigurationError("--no-kube goes without --kubeconfig")
+    kube = None
+    if args.kubeconfig:
+        kube = load_kubeconfig(args.kubeconfig)
+    elif not args.no_kube and in_cluster_available(os.environ):
+        kube = in_cluster_config(os.environ)
     return ConsoleSettings(
         redis_url=args.redis_url or redis_url_from_env(default=DEFAULT_REDIS_URL),
         host=args.host,
@@ -778,6 +810,9 @@ def _console_settings(args: argparse.Namespace) -> Any:
         no_auth=args.no_auth,
         sse_interval=args.live_interval,
         secure_cookies=args.secure_cookies,
+        kube=kube,
+        kube_namespaces=tuple(args.kube_namespaces),
+        kube_events=args.kube_events,
     )
 
 

@@ -1,11 +1,13 @@
 """The aiohttp application: who may call (``auth``), CSRF (``csrf``), JSON errors, security
-headers, and the routes (``routes``); ``serve`` runs it until cancelled."""
+headers, and the routes (``routes``); in a cluster, the ActivityQueues' status (``cluster``)
+and an Event per action (``kube_audit``); ``serve`` runs it until cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -15,8 +17,11 @@ from ..connection import REDIS_ERRORS, connect
 from ..errors import RedisUnavailableError
 from .audit import ActionHook, AuditLog
 from .auth import Authenticator, TokenTable
+from .cluster import ClusterStatus
 from .csrf import csrf_ok
 from .errors import ApiError, error_response
+from .kube import KubeClient
+from .kube_audit import KubeAuditHook
 from .routes import CALLER, CONSOLE, Console
 from .settings import ConsoleSettings
 
@@ -31,6 +36,10 @@ _REDIS_FAILURES: tuple[type[BaseException], ...] = (
     rexc.RedisError,
     RedisUnavailableError,
 )
+
+# ActivityQueues read per list, at most (pages of 500): the overview of more needs
+# --kube-namespace.
+MAX_ACTIVITY_QUEUES = 5000
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -67,7 +76,17 @@ def create_app(
     )
     owns = redis is None
     client = redis if redis is not None else connect(settings.redis_url)
-    console = Console(settings, client, AuditLog(client, hooks))
+    kube: KubeClient | None = None
+    cluster: ClusterStatus | None = None
+    audit_hooks = list(hooks)
+    kube_hook: KubeAuditHook | None = None
+    if settings.kube is not None:
+        kube = KubeClient(settings.kube)
+        cluster = ClusterStatus(_lister(kube, settings.kube_namespaces), most=MAX_ACTIVITY_QUEUES)
+        if settings.kube_events:
+            kube_hook = KubeAuditHook(kube, cluster)
+            audit_hooks.append(kube_hook)
+    console = Console(settings, client, AuditLog(client, audit_hooks), cluster)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -118,7 +137,24 @@ def create_app(
             await client.aclose()
 
         app.on_cleanup.append(close_redis)
+    if kube is not None:
+
+        async def close_kube(app: web.Application) -> None:
+            if kube_hook is not None:
+                await kube_hook.drain()
+            if cluster is not None:
+                await cluster.aclose()
+            await kube.aclose()
+
+        app.on_cleanup.append(close_kube)
     return app
+
+
+def _lister(kube: KubeClient, namespaces: Sequence[str]) -> Callable[[], Awaitable[list[Any]]]:
+    async def fetch() -> list[Any]:
+        return await kube.list_activity_queues(namespaces, most=MAX_ACTIVITY_QUEUES)
+
+    return fetch
 
 
 async def serve(settings: ConsoleSettings, hooks: Sequence[ActionHook] = ()) -> None:
@@ -130,6 +166,13 @@ async def serve(settings: ConsoleSettings, hooks: Sequence[ActionHook] = ()) -> 
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.warning("runnerq console on http://%s:%d/", settings.host, settings.port)
+        if settings.kube is not None:
+            log.warning(
+                "reading ActivityQueues of %s from %s%s",
+                ", ".join(settings.kube_namespaces) or "every namespace",
+                settings.kube.server,
+                "; an Event per action" if settings.kube_events else "",
+            )
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -1,6 +1,10 @@
 """A queue at a glance: depth by state and priority, paused, workers, throughput and failures
 over the last hour and day, schedules and limits. Three round trips a queue (the stats'
-``MULTI``, one pipeline of the rest, the live workers' hashes), queues read concurrently."""
+``MULTI``, one pipeline of the rest, the live workers' hashes), queues read concurrently.
+
+In a cluster each queue also gets ``cluster``: its ActivityQueue's replicas, conditions and
+last scale (``cluster.cluster_view``), or null (no cluster, no ActivityQueue names the queue,
+or the API server could not be read), from the list ``ClusterStatus`` keeps a few seconds."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from ..config import QueueSettings
 from ..keys import QueueKeys
 from ..scripts import Scripts
 from ..store import QueueStore
+from .cluster import ClusterIndex, ClusterStatus
 from .telemetry import minutes_key, read_throughput, read_workers
 
 __all__ = ["queue_counts", "queue_overview", "queues_overview"]
@@ -33,7 +38,20 @@ async def queue_counts(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
     return doc
 
 
-async def queue_overview(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
+async def queue_overview(
+    redis: aioredis.Redis, queue: str, cluster: ClusterStatus | None = None
+) -> dict[str, Any]:
+    if cluster is None:
+        return {**await _redis_overview(redis, queue), "cluster": None}
+    doc, index = await asyncio.gather(_redis_overview(redis, queue), cluster.index())
+    return {**doc, "cluster": _cluster_of(index, queue)}
+
+
+def _cluster_of(index: ClusterIndex | None, queue: str) -> dict[str, Any] | None:
+    return None if index is None else index.views.get(queue)
+
+
+async def _redis_overview(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
     keys = QueueKeys(queue)
     counts = await queue_counts(redis, queue)
     async with redis.pipeline(transaction=False) as pipe:
@@ -57,5 +75,13 @@ async def queue_overview(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
     }
 
 
-async def queues_overview(redis: aioredis.Redis, queues: list[str]) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(queue_overview(redis, q) for q in queues)))
+async def queues_overview(
+    redis: aioredis.Redis, queues: list[str], cluster: ClusterStatus | None = None
+) -> list[dict[str, Any]]:
+    """Every queue's overview; the ActivityQueues are read (or taken from the cache) once,
+    while Redis is read."""
+    docs = asyncio.gather(*(_redis_overview(redis, q) for q in queues))
+    if cluster is None:
+        return [{**doc, "cluster": None} for doc in await docs]
+    found, index = await asyncio.gather(docs, cluster.index())
+    return [{**doc, "cluster": _cluster_of(index, q)} for q, doc in zip(queues, found, strict=True)]

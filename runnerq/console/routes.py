@@ -23,6 +23,7 @@ from . import actions, search
 from .activity import read_activity
 from .audit import AuditLog
 from .auth import Identity, Role
+from .cluster import ClusterStatus
 from .csrf import CSRF_COOKIE, new_csrf_token
 from .cursors import BadCursor
 from .errors import ApiError
@@ -86,10 +87,17 @@ async def _body(request: web.Request) -> Any:
 class Console:
     """The API's handlers over one Redis client (``app[CONSOLE]``)."""
 
-    def __init__(self, settings: ConsoleSettings, redis: aioredis.Redis, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        redis: aioredis.Redis,
+        audit: AuditLog,
+        cluster: ClusterStatus | None = None,
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.audit = audit
+        self.cluster = cluster  # the ActivityQueues, in a cluster (overview's "cluster")
         self.snapshots = Snapshots(settings.sse_interval)
         self.gate = StreamGate()
 
@@ -187,10 +195,12 @@ class Console:
 
     async def queues(self, request: web.Request) -> web.Response:
         names = await self.visible_queues()
-        return web.json_response({"queues": await queues_overview(self.redis, names)})
+        found = await queues_overview(self.redis, names, self.cluster)
+        return web.json_response({"queues": found})
 
     async def queue(self, request: web.Request) -> web.Response:
-        return web.json_response(await queue_overview(self.redis, await self._queue(request)))
+        queue = await self._queue(request)
+        return web.json_response(await queue_overview(self.redis, queue, self.cluster))
 
     def _list_request(self, request: web.Request, name: str) -> ListRequest:
         q = request.query

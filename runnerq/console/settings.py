@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from ..config import DEFAULT_REDIS_URL
 from ..errors import ConfigurationError
 from ..keys import validate_queue_name
 from .auth import Role
+from .kube import KubeConfig
 
 __all__ = [
     "DEFAULT_HOST",
@@ -19,6 +21,7 @@ __all__ = [
 ]
 
 DEFAULT_HOST = "127.0.0.1"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DEFAULT_PORT = 8080
 # The shortest time between two updates of one live stream (seconds).
 DEFAULT_SSE_INTERVAL = 1.0
@@ -59,6 +62,13 @@ class ConsoleSettings:
     sse_interval: float = DEFAULT_SSE_INTERVAL
     # Secure cookies (the CSRF cookie): set when the console is reached over HTTPS.
     secure_cookies: bool = False
+    # In a cluster (docs/console.md, "In Kubernetes"): read ActivityQueues through ``kube``
+    # (the pod's service account or a kubeconfig, resolved by the command), only in
+    # ``kube_namespaces`` when given, and post each audited action as an Event on its
+    # ActivityQueue (``kube_events``). None: the overview's ``cluster`` is always null.
+    kube: KubeConfig | None = None
+    kube_namespaces: tuple[str, ...] = ()
+    kube_events: bool = False
 
     def __post_init__(self) -> None:
         for queue in self.queues:
@@ -86,5 +96,15 @@ class ConsoleSettings:
                 raise ConfigurationError(
                     f"--trusted-proxy {cidr!r} is not an address or CIDR"
                 ) from None
+        if self.kube is None and (self.kube_namespaces or self.kube_events):
+            raise ConfigurationError(
+                "--kube-namespace and --kube-events need a cluster: run the console in a pod"
+                " with a service account token, or give --kubeconfig"
+            )
+        for namespace in self.kube_namespaces:
+            if not _DNS_LABEL.fullmatch(namespace):
+                raise ConfigurationError(
+                    f"--kube-namespace {namespace!r} is not a namespace name (a DNS label)"
+                )
         if not self.sse_interval >= 0.05:
             raise ConfigurationError(f"sse_interval must be >= 0.05 s, not {self.sse_interval!r}")
