@@ -12,11 +12,13 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo     run the demo (starts its own redis-server unless RUNNERQ_REDIS_URL is set)"
 	@echo "make test     lint, type-check and run every test (installs what it needs first)"
-	@echo "make setup    install redis-server (Debian) and the Python dev environment in $(VENV)"
+	@echo "make setup    install redis-server and chromium (Debian) and the Python dev environment in $(VENV)"
 
 setup: system-deps venv
 
-# redis-server from Debian's package when it is missing (CI and fresh machines).
+# redis-server and chromium (the console's browser tests, tests/browser) from Debian's packages
+# when they are missing (CI and fresh machines). Playwright drives /usr/bin/chromium: it never
+# downloads a browser of its own.
 system-deps:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  echo "installing redis-server (Debian package)"; \
@@ -25,6 +27,12 @@ system-deps:
 	  $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; \
 	fi
 	@redis-server --version
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@/usr/bin/chromium --version 2>/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
