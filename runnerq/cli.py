@@ -823,7 +823,26 @@ async def _console(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             f"the console needs aiohttp: pip install 'runnerq[console]' ({exc})"
         ) from None
-    await serve(_console_settings(args))
+    settings = _console_settings(args)
+    # SIGTERM (Kubernetes stopping the pod, where the console is PID 1 and would ignore it)
+    # stops serving: open streams end, Events in flight are posted, and it exits 0.
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    terminated: list[bool] = []
+
+    def terminate() -> None:
+        terminated.append(True)
+        if main_task is not None:
+            main_task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        await serve(settings)
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
     return 0
 
 

@@ -37,6 +37,9 @@ _REDIS_FAILURES: tuple[type[BaseException], ...] = (
     RedisUnavailableError,
 )
 
+# Seconds open requests (live streams) get to end when the console stops, before they are
+# cancelled: well within a pod's termination grace period.
+SHUTDOWN_SECONDS = 3.0
 # ActivityQueues read per list, at most (pages of 500): the overview of more needs
 # --kube-namespace.
 MAX_ACTIVITY_QUEUES = 5000
@@ -160,7 +163,7 @@ def _lister(kube: KubeClient, namespaces: Sequence[str]) -> Callable[[], Awaitab
 async def serve(settings: ConsoleSettings, hooks: Sequence[ActionHook] = ()) -> None:
     """Serve the console on ``settings.host``:``settings.port`` until cancelled."""
     app = create_app(settings, hooks=hooks)
-    runner = web.AppRunner(app, access_log=log)
+    runner = web.AppRunner(app, access_log=log, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
