@@ -2,7 +2,8 @@
 # Build the runnerq container images with podman, offline: no registry, no package index inside
 # the build.
 #
-#   worker    docker/Dockerfile.worker    `runnerq worker` (the base of users' worker images)
+#   worker    docker/Dockerfile.worker    `runnerq worker` (the base of users' worker images) and
+#                                         `runnerq console` (the chart's console Deployment)
 #   operator  docker/Dockerfile.operator  `python -m runnerq_operator`
 #
 # How (docs/kubernetes.md, "Images"):
@@ -46,6 +47,9 @@ IMAGE_TAG="${IMAGE_TAG:-$VERSION}"
 WORKER_IMAGE="${IMAGE_PREFIX}worker:$IMAGE_TAG"
 OPERATOR_IMAGE="${IMAGE_PREFIX}operator:$IMAGE_TAG"
 CONTEXT="$CACHE/context"
+# runnerq's extras in each image (part of the wheelhouse's cache key).
+WORKER_EXTRAS=prometheus,hiredis,console
+OPERATOR_EXTRAS=operator
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/docker/containers.conf}"
 PODMAN=(podman --runtime runc)
 
@@ -226,6 +230,7 @@ for line in wheel.read(name).decode().splitlines():
         print(line)
 PY
             echo "base=$(base_image) arch=$(uname -m)"
+            echo "worker=$WORKER_EXTRAS operator=$OPERATOR_EXTRAS"
             if [[ -z "${BASE_IMAGE:-}" ]]; then
                 "${PODMAN[@]}" image inspect --format '{{.Id}}' "$LOCAL_BASE"
             fi
@@ -234,8 +239,8 @@ PY
     deps="$CACHE/wheelhouse/$key"
     if [[ ! -d "$deps/worker" || ! -d "$deps/operator" ]]; then
         log "making the dependency wheels in $deps (the base image's pip)"
-        timed "worker dependency wheels" download_deps "$deps/worker" prometheus,hiredis
-        timed "operator dependency wheels" download_deps "$deps/operator" operator
+        timed "worker dependency wheels" download_deps "$deps/worker" "$WORKER_EXTRAS"
+        timed "operator dependency wheels" download_deps "$deps/operator" "$OPERATOR_EXTRAS"
     fi
     cp -a "$deps/worker" "$deps/operator" "$CONTEXT/wheelhouse/"
 }
