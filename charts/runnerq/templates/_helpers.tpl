@@ -82,3 +82,29 @@ app.kubernetes.io/component: operator
 {{ include "runnerq.selectorLabels" . }}
 app.kubernetes.io/component: operator
 {{- end }}
+
+{{/* The console's objects: Deployment, Service, Ingress, NetworkPolicy, RBAC. */}}
+{{- define "runnerq.console.fullname" -}}
+{{- printf "%s-console" (include "runnerq.fullname" .) }}
+{{- end }}
+
+{{/* The console's ServiceAccount. */}}
+{{- define "runnerq.console.serviceAccountName" -}}
+{{- if .Values.console.serviceAccount.create }}
+{{- default (include "runnerq.console.fullname" .) .Values.console.serviceAccount.name }}
+{{- else }}
+{{- required "console.serviceAccount.name is required when console.serviceAccount.create is false" .Values.console.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the console's objects. */}}
+{{- define "runnerq.console.labels" -}}
+{{ include "runnerq.labels" . }}
+app.kubernetes.io/component: console
+{{- end }}
+
+{{/* Selector labels of the console's pods. */}}
+{{- define "runnerq.console.selectorLabels" -}}
+{{ include "runnerq.selectorLabels" . }}
+app.kubernetes.io/component: console
+{{- end }}
