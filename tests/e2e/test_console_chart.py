@@ -288,7 +288,7 @@ def test_install_rbac_and_the_console_in_the_cluster(
     plane.kubectl("create", "secret", "generic", "console-tokens", "-n", namespace,
                   f"--from-literal=tokens={tokens}")  # fmt: skip
     peers = [{"podSelector": {"matchLabels": {"app": "oauth2-proxy"}}}]
-    plane.helm(
+    installed = plane.helm(
         "install", release, str(CHART_DIR), "--namespace", namespace,
         "--set", "crds.install=false", "--set", f"operator.watchNamespaces={{{namespace}}}",
         "--set", "console.enabled=true",
@@ -299,6 +299,8 @@ def test_install_rbac_and_the_console_in_the_cluster(
         "--set-json", f"console.networkPolicy.from={json.dumps(peers)}",
     )  # fmt: skip
     name = f"{release}-runnerq-console"
+    # NOTES.txt says how to reach it.
+    assert f"port-forward svc/{name} 8080:80" in installed.stdout, installed.stdout
     try:
         for kind in ("service", "ingress", "networkpolicy", "serviceaccount"):
             assert get_object(plane, kind, name, namespace) is not None, kind
