@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -31,18 +32,20 @@ Reader = Callable[[], Awaitable[Any]]
 
 class Snapshots:
     """One read per ``interval`` for each distinct thing watched, shared by every stream
-    watching it. Entries older than a few intervals are dropped on the next use: the cache
-    never holds more than what streams watch now."""
+    watching it. A read that began before ``since`` (a stream's opening) is not shared with
+    it: a page that just read the API must not be sent something older. Entries older than
+    a few intervals are dropped on the next use: the cache never holds more than what
+    streams watch now."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._entries: dict[Hashable, tuple[float, asyncio.Task[Any]]] = {}
         self.reads = 0  # reads made (tests, benchmarks)
 
-    async def get(self, key: Hashable, read: Reader) -> Any:
+    async def get(self, key: Hashable, read: Reader, since: float = -math.inf) -> Any:
         now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is None or now - entry[0] >= self.interval:
+        if entry is None or now - entry[0] >= self.interval or entry[0] < since:
             self._prune(now)
             task = asyncio.ensure_future(read())
             self.reads += 1
@@ -96,7 +99,7 @@ async def stream(
         started = last_write = time.monotonic()
         while time.monotonic() - started < max_seconds:
             try:
-                data = await snapshots.get(key, read)
+                data = await snapshots.get(key, read, since=started)
                 text = json.dumps(data, separators=(",", ":"), sort_keys=True)
                 event = "update"
             except web.HTTPException as exc:

@@ -167,6 +167,27 @@ async def test_live_stream_sends_changes_only(make_api: MakeApi, client: Activit
     assert snapshots.reads >= 2
 
 
+async def test_a_new_stream_starts_with_a_read_made_after_it_opened(
+    make_api: MakeApi, client: ActivityClient
+) -> None:
+    """A page reads the API, then opens its stream: the stream's first update must not be
+    a snapshot that another stream read earlier (up to an interval before), or the page
+    goes back to what it showed before an action (seen in the browser: an activity
+    requeued from its page shown dead-lettered again)."""
+    api = await make_api(sse_interval=30.0)  # a shared read is kept this long
+    queue = client.queue_name
+    await client.execute_activity("t")
+    params = {"queue": queue}
+    headers = api.headers("viewer", csrf=False)
+    async with api.client.get("/api/events", params=params, headers=headers) as first:
+        _, doc = await read_event(first)
+        assert doc["queues"][0]["pending"] == 1
+        await client.execute_activity("t")
+        async with api.client.get("/api/events", params=params, headers=headers) as second:
+            _, doc = await read_event(second)
+            assert doc["queues"][0]["pending"] == 2
+
+
 async def test_live_stream_bad_requests(api: Api, client: ActivityClient) -> None:
     for params, status in [
         ({"list": "ready"}, 400),
