@@ -4,7 +4,9 @@
 // header); when that stream fails the page polls instead.
 "use strict";
 
-const state = { session: null, live: null, poll: null, view: null };
+// gen: bumped by every route(); a GET made for an older view ends in Stale (see api()).
+// timer: a view's own refresh (workers, the overview's slow fields); route() stops it.
+const state = { session: null, live: null, poll: null, timer: null, gen: 0 };
 const LISTS = ["ready", "keyed", "scheduled", "running", "dead", "completed"];
 const TABS = [...LISTS, "workers", "schedules", "limits"];
 const PRIORITIES = ["critical", "high", "normal", "low"];
@@ -61,6 +63,13 @@ class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
+// What a read made for a view that is no longer shown ends with: dropped, never rendered
+// (a slow answer for the view the user left must not replace the one they went to).
+class Stale extends Error {}
+window.addEventListener("unhandledrejection", (ev) => {
+  if (ev.reason instanceof Stale) ev.preventDefault();
+});
+
 function authHeaders() {
   const token = sessionStorage.getItem("runnerq-token");
   return token ? { Authorization: "Bearer " + token } : {};
@@ -68,6 +77,7 @@ function authHeaders() {
 
 async function api(path, options) {
   const opts = options || {};
+  const gen = state.gen;
   const headers = { ...authHeaders(), Accept: "application/json" };
   if (opts.method && opts.method !== "GET") {
     headers["X-CSRF-Token"] = cookie("runnerq_csrf") || (state.session && state.session.csrf);
@@ -80,6 +90,7 @@ async function api(path, options) {
     body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
   });
   const doc = await response.json().catch(() => ({}));
+  if ((!opts.method || opts.method === "GET") && gen !== state.gen) throw new Stale();
   if (!response.ok) {
     const e = doc.error || {};
     throw new ApiError(response.status, e.code || "error", e.message || response.statusText);
@@ -112,6 +123,16 @@ function stopLive() {
   state.poll = null;
 }
 
+// Run `refresh()` every `ms` while the view is shown (route() stops it).
+function every(ms, refresh) {
+  clearInterval(state.timer);
+  const gen = state.gen;
+  state.timer = setInterval(() => {
+    if (gen !== state.gen) return;
+    refresh().catch((e) => { if (!(e instanceof Stale)) console.warn("refresh failed:", e); });
+  }, ms);
+}
+
 function setLive(text, cls) {
   const node = document.getElementById("live");
   node.textContent = text;
@@ -122,13 +143,18 @@ function setLive(text, cls) {
 function startLive(params, onUpdate, poll) {
   stopLive();
   const controller = new AbortController();
+  const gen = state.gen;
   state.live = controller;
   const query = new URLSearchParams(params).toString();
   const fallback = () => {
     if (controller.signal.aborted || state.live !== controller) return;
     setLive("polling", "polling");
-    const every = Math.max(2000, (state.session ? state.session.live_interval : 1) * 2000);
-    state.poll = setInterval(poll, every);
+    const ms = Math.max(2000, (state.session ? state.session.live_interval : 1) * 2000);
+    state.poll = setInterval(() => {
+      Promise.resolve().then(poll).catch((e) => {
+        if (!(e instanceof Stale)) setLive("polling: " + e.message, "polling");
+      });
+    }, ms);
   };
   fetch("/api/events?" + query, {
     headers: { ...authHeaders(), Accept: "text/event-stream" },
@@ -153,24 +179,101 @@ function startLive(params, onUpdate, poll) {
           if (line.startsWith("event: ")) event = line.slice(7);
           else if (line.startsWith("data: ")) data += line.slice(6);
         }
-        if (event === "update" && data) onUpdate(JSON.parse(data));
-        else if (event === "error") setLive("Redis unavailable", "polling");
+        if (gen !== state.gen) continue;  // the view is being replaced
+        if (event === "update" && data) {
+          setLive("live", "on");
+          onUpdate(JSON.parse(data));
+        } else if (event === "error") setLive("Redis unavailable", "polling");
       }
     }
-    // The server ends a stream after a while: follow again.
-    if (state.live === controller) startLive(params, onUpdate, poll);
-  }).catch(() => fallback());
+    // The server ends a stream after a while: follow again (not in a tight loop when
+    // something closes every stream at once).
+    if (state.live === controller) {
+      setTimeout(() => {
+        if (state.live === controller) startLive(params, onUpdate, poll);
+      }, 1000);
+    }
+  }).catch((e) => {
+    if (e.name !== "AbortError") console.error("live updates failed:", e);
+    fallback();
+  });
 }
 
 // -- views -------------------------------------------------------------------------------
 
 function main() { return document.getElementById("main"); }
 
+// -- a queue's ActivityQueue, in a cluster ------------------------------------------------
+// The overview's optional `cluster` field: null or absent outside a cluster (nothing shown);
+// read defensively, field by field, since it comes from whatever the operator wrote.
+
+const READY = { True: "ok", False: "bad", Unknown: "unknown" };
+const READY_TEXT = { True: "Ready", False: "Not ready", Unknown: "Ready: unknown" };
+
+function clusterOf(q) {
+  const c = q ? q.cluster : null;
+  return c && typeof c === "object" && !Array.isArray(c) ? c : null;
+}
+function text(v) { return typeof v === "string" ? v : ""; }
+function count(n) { return Number.isInteger(n) ? String(n) : "—"; }
+
+function readyBadge(status) {
+  const s = Object.hasOwn(READY, status) ? status : "Unknown";
+  return el("span", { class: "badge ready-" + READY[s], testid: "cluster-ready",
+    title: "the ActivityQueue's Ready condition: " + s }, READY_TEXT[s]);
+}
+
+function lastScale(c) {
+  const last = c.last_scale && typeof c.last_scale === "object" ? c.last_scale : null;
+  if (!last) return null;
+  return el("span", { class: "muted", testid: "cluster-last-scale",
+    title: "last scale: " + text(last.time) }, text(last.message) || "scaled " + text(last.time));
+}
+
+// The cluster line in a queue's row of the overview (null without a cluster).
+function clusterLine(q) {
+  const c = clusterOf(q);
+  if (!c) return null;
+  return el("div", { class: "cluster", testid: "cluster",
+    title: `ActivityQueue ${text(c.namespace)}/${text(c.name)}: replicas / desired` },
+    el("span", { testid: "cluster-replicas" }, `${count(c.replicas)} / ${count(c.desired)}`),
+    " replicas ", readyBadge(c.ready), " ", lastScale(c));
+}
+
+// The ActivityQueue on a queue's own page: replicas, Ready, last scale and the conditions.
+function queueCluster(q) {
+  const c = clusterOf(q);
+  if (!c) return null;
+  const conditions = (Array.isArray(c.conditions) ? c.conditions : [])
+    .filter((x) => x && typeof x === "object");
+  const last = c.last_scale && typeof c.last_scale === "object" ? c.last_scale : null;
+  return el("section", { class: "cluster-status", testid: "queue-cluster" },
+    el("p", {}, "ActivityQueue ", el("code", {}, `${text(c.namespace)}/${text(c.name)}`),
+      " · replicas ", el("b", { testid: "cluster-replicas" },
+        `${count(c.replicas)} / ${count(c.desired)}`), " (now / desired) · ",
+      readyBadge(c.ready),
+      last ? [" · last scale ", text(last.time), ": ",
+        el("span", { testid: "cluster-last-scale" }, text(last.message))] : ""),
+    conditions.length ? el("table", { class: "conditions", testid: "cluster-conditions" },
+      el("thead", {}, el("tr", {}, ["condition", "status", "reason", "message", "since"]
+        .map((h) => el("th", {}, h)))),
+      el("tbody", {}, conditions.map((x) => el("tr", { testid: "cluster-condition",
+        "data-type": text(x.type) },
+        el("td", {}, text(x.type)),
+        el("td", {}, el("span", { class: "badge ready-" + (READY[x.status] || "unknown") },
+          text(x.status) || "Unknown")),
+        el("td", {}, text(x.reason)), el("td", {}, text(x.message)),
+        el("td", {}, text(x.lastTransitionTime)))))) : null);
+}
+
+// -- the overview --------------------------------------------------------------------------
+
 function queueRow(q) {
   const t = q.throughput;
   return el("tr", { testid: "queue-row", "data-queue": q.queue },
     el("td", {}, el("a", { href: "#/queue/" + enc(q.queue) + "/ready", testid: "queue-link" }, q.queue),
-      q.paused ? el("span", { class: "badge paused", testid: "paused-badge" }, " paused") : null),
+      q.paused ? el("span", { class: "badge paused", testid: "paused-badge" }, "paused") : null,
+      clusterLine(q)),
     ...["pending", "running", "scheduled", "dead_letter"].map((k) =>
       el("td", { class: "num", testid: "count-" + k }, q[k])),
     el("td", { class: "num", testid: "by-priority" },
@@ -183,27 +286,34 @@ function queueRow(q) {
     el("td", { class: "num", testid: "count-completed" }, q.completed));
 }
 
+// Fields of the overview that live updates do not carry (they send counts only): read again
+// every this many milliseconds.
+const SLOW_FIELDS_MS = 10000;
+
 async function viewOverview() {
   const doc = await api("/api/queues");
-  const body = el("tbody", { testid: "queues" }, doc.queues.map(queueRow));
-  main().replaceChildren(
-    el("h1", {}, "Queues"),
-    doc.queues.length ? el("table", { testid: "queues-table" },
-      el("thead", {}, el("tr", {}, ["queue", "pending", "running", "scheduled", "dead letters",
-        "pending by priority", "workers", "done / failed 1h", "done / failed 24h", "completed"]
-        .map((h) => el("th", {}, h)))), body)
-      : el("p", { class: "muted", testid: "no-queues" }, "No queues found."));
-  const byName = new Map(doc.queues.map((q) => [q.queue, q]));
-  startLive({}, (update) => {
-    for (const counts of update.queues) {
-      const row = body.querySelector(`tr[data-queue="${CSS.escape(counts.queue)}"]`);
-      const old = byName.get(counts.queue) || {};
-      const merged = { ...old, ...counts };
-      byName.set(counts.queue, merged);
-      if (row) row.replaceWith(queueRow(merged));
-      else body.append(queueRow(merged));
-    }
-  }, () => viewOverview());
+  const body = el("tbody", { testid: "queues" });
+  const none = el("p", { class: "muted", testid: "no-queues" }, "No queues found.");
+  const table = el("table", { testid: "queues-table" },
+    el("thead", {}, el("tr", {}, ["queue", "pending", "running", "scheduled", "dead letters",
+      "pending by priority", "workers", "done / failed 1h", "done / failed 24h", "completed"]
+      .map((h, i) => el("th", { class: i ? "num" : null }, h)))), body);
+  const byName = new Map();
+  // A queue found by a live update or a read is added; the table shows once there is one.
+  const show = (q) => {
+    const merged = { ...(byName.get(q.queue) || {}), ...q };
+    byName.set(q.queue, merged);
+    const row = body.querySelector(`tr[data-queue="${CSS.escape(q.queue)}"]`);
+    if (row) row.replaceWith(queueRow(merged));
+    else body.append(queueRow(merged));
+    table.hidden = false;
+    none.hidden = true;
+  };
+  table.hidden = true;
+  doc.queues.forEach(show);
+  main().replaceChildren(el("h1", {}, "Queues"), table, none);
+  startLive({}, (update) => (update.queues || []).forEach(show), () => viewOverview());
+  every(SLOW_FIELDS_MS, async () => (await api("/api/queues")).queues.forEach(show));
 }
 
 function tabs(queue, active) {
@@ -323,27 +433,55 @@ async function deadActions(queue, selected) {
   return bar;
 }
 
+function summaryText(q, workers) {
+  return `${q.pending} pending · ${q.running} running · ${q.scheduled} scheduled`
+    + ` · ${q.dead_letter} dead letters · ${workers} workers`;
+}
+
+function workersTable(workers) {
+  if (!workers.length) {
+    return el("p", { class: "muted", testid: "no-workers" }, "No live workers (or not recorded).");
+  }
+  return el("table", { testid: "workers-table" },
+    el("thead", {}, el("tr", {}, ["id", "host", "pod", "pid", "version", "busy / slots",
+      "started", "last seen"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, workers.map((w) => el("tr", { testid: "worker-row", "data-id": w.id,
+      "data-pid": w.pid },
+      [w.id, w.host, w.pod, w.pid, w.version, `${w.busy} / ${w.slots}`, when(w.started_ms),
+        when(w.last_seen_ms)].map((c) => el("td", {}, c))))));
+}
+
 async function viewQueue(queue, tab, query) {
   const overview = await api(`/api/queues/${enc(queue)}`);
+  let workers = overview.workers;
+  const summary = el("p", { class: "muted", testid: "queue-summary" },
+    summaryText(overview, workers));
   const head = [
     el("h1", { testid: "queue-title" }, queue, overview.paused
-      ? el("span", { class: "badge paused", testid: "paused-badge" }, " paused") : null),
-    el("p", { class: "muted", testid: "queue-summary" },
-      `${overview.pending} pending · ${overview.running} running · ${overview.scheduled} scheduled`
-      + ` · ${overview.dead_letter} dead letters · ${overview.workers} workers`),
+      ? el("span", { class: "badge paused", testid: "paused-badge" }, "paused") : null),
+    summary,
+    queueCluster(overview),
     queueActions(queue, overview),
     tabs(queue, tab),
-  ];
+  ].filter(Boolean);
+  // Live updates carry the queue's counts: the summary follows them.
+  const onCounts = (update) => {
+    const counts = (update.queues || []).find((c) => c.queue === queue);
+    if (counts) summary.textContent = summaryText(counts, workers);
+  };
   if (tab === "workers") {
+    // Workers are not in live updates (their registry is not a count): read them again
+    // every live interval (at least a second), so a worker that is gone drops out.
     const doc = await api(`/api/queues/${enc(queue)}/workers`);
-    main().replaceChildren(...head, doc.workers.length ? el("table", { testid: "workers-table" },
-      el("thead", {}, el("tr", {}, ["id", "host", "pod", "pid", "version", "busy / slots",
-        "started", "last seen"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, doc.workers.map((w) => el("tr", { testid: "worker-row", "data-id": w.id },
-        [w.id, w.host, w.pod, w.pid, w.version, `${w.busy} / ${w.slots}`, when(w.started_ms),
-          when(w.last_seen_ms)].map((c) => el("td", {}, c))))))
-      : el("p", { class: "muted", testid: "no-workers" }, "No live workers (or not recorded)."));
-    startLive({ queue }, () => {}, () => {});
+    const holder = el("div", { testid: "workers-holder" }, workersTable(doc.workers));
+    main().replaceChildren(...head, holder);
+    startLive({ queue }, onCounts, () => {});
+    const ms = Math.max(1000, (state.session ? state.session.live_interval : 1) * 1000);
+    every(ms, async () => {
+      const found = (await api(`/api/queues/${enc(queue)}/workers`)).workers;
+      workers = found.length;
+      holder.replaceChildren(workersTable(found));
+    });
     return;
   }
   if (tab === "schedules") {
@@ -401,28 +539,50 @@ async function viewQueue(queue, tab, query) {
   const live = { queue, list: tab };
   if (priority) live.priority = priority;
   startLive(live, (update) => {
+    onCounts(update);
     if (update.list) holder.replaceChildren(listTable(queue, tab, update.list, selected));
   }, async () => {
     holder.replaceChildren(listTable(queue, tab, await api(path), selected));
   });
 }
 
+// A label and its value: two cells of the facts grid.
+function fact(label, value, testid) {
+  return [el("span", { class: "label" }, label),
+    el("span", { testid: testid || null }, value ?? "—")];
+}
+
+// An attempt's last progress, kept in its event: " at 50% (message)".
+function progressNote(p) {
+  if (!p || typeof p !== "object" || typeof p.f !== "number") return "";
+  return ` at ${Math.round(p.f * 100)}%` + (typeof p.m === "string" && p.m ? ` (${p.m})` : "");
+}
+
+// The events to show: the enqueue (not stored: the record's creation time) then those kept.
+function timeline(doc, rec) {
+  const events = Array.isArray(doc.events) ? doc.events : [];
+  if (typeof rec.created_at === "number" && !events.some((e) => e.e === "enqueued")) {
+    return [{ t: Math.round(rec.created_at * 1000), e: "enqueued" }, ...events];
+  }
+  return events;
+}
+
 function activityBody(queue, doc) {
   const rec = doc.record || {};
   const parts = [
     el("div", { class: "grid", testid: "activity-facts" },
-      "state", el("span", { testid: "activity-state" }, doc.state),
-      "type", el("span", { testid: "activity-type" }, rec.type || "—"),
-      "priority", rec.priority || "normal",
-      "attempts", el("span", { testid: "activity-attempts" }, doc.attempts ?? "—"),
-      "redeliveries", doc.redeliveries,
-      "created", whenSeconds(rec.created_at),
-      "idempotency key", rec.idempotency_key || "—",
-      "limit key", rec.limit_key || "—",
-      ...(doc.state === "running" ? ["worker", el("span", { testid: "activity-worker" }, doc.worker),
-        "lease expires", when(doc.lease_expires_ms)] : []),
-      ...(doc.state === "scheduled" ? ["due", when(doc.due_ms)] : []),
-      ...(doc.finished_ms ? ["finished", when(doc.finished_ms)] : [])),
+      fact("state", doc.state, "activity-state"),
+      fact("type", rec.type || "—", "activity-type"),
+      fact("priority", rec.priority || "normal"),
+      fact("attempts", doc.attempts ?? "—", "activity-attempts"),
+      fact("redeliveries", doc.redeliveries),
+      fact("created", whenSeconds(rec.created_at)),
+      fact("idempotency key", rec.idempotency_key || "—"),
+      fact("limit key", rec.limit_key || "—"),
+      doc.state === "running" ? [fact("worker", doc.worker, "activity-worker"),
+        fact("lease expires", when(doc.lease_expires_ms))] : [],
+      doc.state === "scheduled" ? fact("due", when(doc.due_ms)) : [],
+      doc.finished_ms ? fact("finished", when(doc.finished_ms)) : []),
   ];
   if (doc.progress) {
     parts.push(el("h2", {}, "Progress"), el("div", { testid: "activity-progress" },
@@ -439,44 +599,54 @@ function activityBody(queue, doc) {
     el("pre", { testid: "activity-payload" }, JSON.stringify(rec.payload ?? null, null, 2)));
   if (rec.metadata && Object.keys(rec.metadata).length) parts.push(el("h2", {}, "Metadata"),
     el("pre", { testid: "activity-metadata" }, JSON.stringify(rec.metadata, null, 2)));
-  parts.push(el("h2", {}, "Timeline"), doc.events
-    ? el("ol", { class: "timeline", testid: "activity-timeline" }, doc.events.map((e) =>
+  const events = timeline(doc, rec);
+  parts.push(el("h2", {}, "Timeline"), events.length
+    ? el("ol", { class: "timeline", testid: "activity-timeline" }, events.map((e) =>
         el("li", { testid: "event", "data-event": e.e }, when(e.t), " ", el("b", {}, e.e),
           e.w ? " by " + e.w : "", e.n ? " attempt " + e.n : "",
-          e.at ? " again at " + when(e.at) : "", e.err ? el("div", { class: "error" }, e.err) : "")))
+          e.reason ? " (" + e.reason + ")" : "", e.at ? " again at " + when(e.at) : "",
+          progressNote(e.p), e.err ? el("div", { class: "error" }, e.err) : "")))
     : el("p", { class: "muted", testid: "no-timeline" }, "not recorded"));
   return parts;
 }
 
 async function viewActivity(queue, id) {
-  const doc = await api(`/api/queues/${enc(queue)}/activities/${enc(id)}`);
+  const path = `/api/queues/${enc(queue)}/activities/${enc(id)}`;
   const bar = el("div", { class: "bar", testid: "activity-actions" });
-  const body = el("div", { testid: "activity-body" }, activityBody(queue, doc));
+  const body = el("div", { testid: "activity-body" });
+  // A finished activity's record is deleted: keep showing the one this page saw.
+  let record = null;
+  const show = (found) => {
+    if (!found) return;
+    let d = found;
+    if (d.record) record = d.record;
+    else if (record) d = { ...d, record };
+    body.replaceChildren(...activityBody(queue, d));
+    buttons(d);
+  };
+  const refresh = async () => show(await api(path));
   const buttons = (d) => {
     bar.replaceChildren();
     if (!can.operate()) return;
     if (["ready", "scheduled", "running"].includes(d.state)) {
       bar.append(el("button", { class: "danger", testid: "cancel", on: { click: async () => {
         if (!await confirmAction("Cancel " + id + "?")) return;
-        if (await act("cancel", `/api/queues/${enc(queue)}/activities/${enc(id)}/cancel`)) route();
+        if (await act("cancel", `${path}/cancel`)) await refresh();
       } } }, "Cancel"));
     }
     if (d.state === "dead_lettered" && d.dead_letter && d.dead_letter.requeueable) {
       bar.append(el("button", { class: "primary", testid: "requeue", on: { click: async () => {
-        if (await act("requeue", `/api/queues/${enc(queue)}/dead/requeue`, { ids: [id] })) route();
+        if (await act("requeue", `/api/queues/${enc(queue)}/dead/requeue`, { ids: [id] })) {
+          await refresh();
+        }
       } } }, "Requeue"));
     }
   };
-  buttons(doc);
+  await refresh();
   main().replaceChildren(
     el("h1", {}, el("a", { href: "#/queue/" + enc(queue) + "/ready" }, queue), " / ",
       el("code", { testid: "activity-id" }, id)), bar, body);
-  startLive({ queue, activity: id }, (update) => {
-    if (update.activity) {
-      body.replaceChildren(...activityBody(queue, update.activity));
-      buttons(update.activity);
-    }
-  }, () => viewActivity(queue, id));
+  startLive({ queue, activity: id }, (update) => show(update.activity), refresh);
 }
 
 async function viewSearch(query) {
@@ -552,18 +722,26 @@ function viewLogin(message) {
 // -- routing -----------------------------------------------------------------------------
 
 async function route() {
+  state.gen += 1;
+  clearInterval(state.timer);
+  state.timer = null;
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, search] = hash.split("?");
   const query = new URLSearchParams(search || "");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   try {
+    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
     if (parts[0] === "queue" && parts[1]) await viewQueue(parts[1], parts[2] || "ready", query);
     else if (parts[0] === "activity" && parts[2]) await viewActivity(parts[1], parts[2]);
     else if (parts[0] === "search") await viewSearch(query);
     else if (parts[0] === "audit") await viewAudit(query);
     else await viewOverview();
   } catch (e) {
-    if (e.status === 401) { viewLogin("Your token was not accepted."); return; }
+    if (e instanceof Stale) return;  // another view is being shown
+    if (e.status === 401) {
+      sessionStorage.removeItem("runnerq-token");
+      viewLogin("Your token was not accepted.");
+      return;
+    }
     stopLive();
     main().replaceChildren(el("p", { class: "error", testid: "view-error" },
       e.message || String(e)));
@@ -574,7 +752,12 @@ async function start() {
   try {
     state.session = await api("/api/session");
   } catch (e) {
-    if (e.status === 401) { viewLogin(); return; }
+    if (e.status === 401) {
+      const had = sessionStorage.getItem("runnerq-token");
+      sessionStorage.removeItem("runnerq-token");
+      viewLogin(had ? "That token was not accepted: sign in with a console token." : null);
+      return;
+    }
     main().replaceChildren(el("p", { class: "error", testid: "view-error" }, e.message));
     return;
   }
