@@ -426,6 +426,7 @@ async function deadActions(queue, selected) {
     } } }, "Requeue all…"));
     bar.append(el("button", { class: "danger", testid: "purge", on: { click: async () => {
       const preview = await api(`/api/queues/${enc(queue)}/dead/requeue-all`);
+      if (!preview.count) { toast("no dead letters"); return; }
       if (!await confirmAction(`Delete all ${preview.count} dead letters for good?`)) return;
       if (await act("purge", `/api/queues/${enc(queue)}/dead/purge`)) route();
     } } }, "Purge…"));
@@ -486,6 +487,12 @@ async function viewQueue(queue, tab, query) {
   }
   if (tab === "schedules") {
     const doc = await api(`/api/queues/${enc(queue)}/schedules`);
+    if (!doc.schedules.length) {
+      main().replaceChildren(...head,
+        el("p", { class: "muted", testid: "no-schedules" }, "No schedules on this queue."));
+      stopLive();
+      return;
+    }
     main().replaceChildren(...head, el("table", { testid: "schedules-table" },
       el("thead", {}, el("tr", {}, ["name", "trigger", "next tick", "last tick", "fired",
         "skipped", "missed", ""].map((h) => el("th", {}, h)))),
@@ -558,9 +565,28 @@ function progressNote(p) {
   return ` at ${Math.round(p.f * 100)}%` + (typeof p.m === "string" && p.m ? ` (${p.m})` : "");
 }
 
-// The events to show: the enqueue (not stored: the record's creation time) then those kept.
+// The claim and completion of an activity completed with no history list (most: done at the
+// first try, docs/history.md): its result document's lease token ("<worker id>:<seq>@<claim
+// ms>") and its completion time.
+function completionEvents(doc) {
+  const lease = doc.result && typeof doc.result.lease === "string" ? doc.result.lease : "";
+  const at = lease.lastIndexOf("@");
+  const head = at >= 0 ? lease.slice(0, at) : lease;
+  const worker = head.includes(":") ? head.slice(0, head.lastIndexOf(":")) : head;
+  const claimed = at >= 0 ? Number(lease.slice(at + 1)) : NaN;
+  const out = [];
+  if (worker && Number.isFinite(claimed)) out.push({ t: claimed, e: "claimed", w: worker });
+  if (doc.finished_ms) out.push({ t: doc.finished_ms, e: "completed", w: worker || undefined });
+  return out;
+}
+
+// The events to show: the enqueue (not stored: the record's creation time), those kept, and
+// a completion that left no event of its own.
 function timeline(doc, rec) {
-  const events = Array.isArray(doc.events) ? doc.events : [];
+  let events = Array.isArray(doc.events) ? doc.events : [];
+  if (doc.state === "completed" && !events.some((e) => e.e === "completed")) {
+    events = [...events, ...completionEvents(doc)];
+  }
   if (typeof rec.created_at === "number" && !events.some((e) => e.e === "enqueued")) {
     return [{ t: Math.round(rec.created_at * 1000), e: "enqueued" }, ...events];
   }
