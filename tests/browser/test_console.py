@@ -129,6 +129,35 @@ def test_requeue_a_dead_letter_and_watch_it_complete(
     expect(events.last).to_contain_text(" by ")
 
 
+def test_a_running_activity_shows_its_worker_and_progress_then_is_cancelled(
+    pages: Pages, console: Console, queue_name: str, workers: Workers
+) -> None:
+    cli_enqueue(console, queue_name, "work")  # the queue exists before its worker starts
+    worker = workers(queue_name)
+    page = pages.open("operator", f"#/queue/{queue_name}/ready")
+    page.get_by_test_id("enqueue-open").click()
+    page.get_by_test_id("enqueue-type").fill("work")
+    page.get_by_test_id("enqueue-payload").fill("{not json")
+    page.get_by_test_id("enqueue-submit").click()
+    expect(page.get_by_test_id("enqueue-error")).to_contain_text("payload is not JSON")
+    page.get_by_test_id("enqueue-payload").fill('{"seconds": 60}')
+    page.get_by_test_id("enqueue-submit").click()
+
+    expect(page.get_by_test_id("activity-state")).to_have_text("running")
+    expect(page.get_by_test_id("activity-worker")).to_contain_text(f":{worker.pid}:")
+    expect(page.get_by_test_id("activity-progress")).to_contain_text("half way")
+    expect(page.get_by_test_id("activity-facts")).not_to_contain_text("[object")
+    pages.shot(page, "running")
+
+    page.get_by_test_id("cancel").click()
+    expect(page.get_by_test_id("confirm-text")).to_contain_text("Cancel")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("activity-state")).to_have_text("cancelled")
+    expect(page.get_by_test_id("event").last).to_have_attribute("data-event", "cancelled")
+    expect(page.get_by_test_id("activity-type")).to_have_text("work")  # the record it saw
+    expect(page.get_by_test_id("cancel")).to_have_count(0)
+
+
 def test_viewer_sees_no_action_buttons_and_the_server_refuses_its_actions(
     pages: Pages, console: Console, queue_name: str
 ) -> None:
