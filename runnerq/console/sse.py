@@ -116,8 +116,10 @@ async def stream(
                 last_write = now
             await asyncio.sleep(snapshots.interval)
         return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except ConnectionResetError:
+        # The browser left (its page closed): the write that found out ends the stream. Not
+        # an error to log, and never a "Redis failed" (the middleware's view of an OSError).
+        return response
     finally:
         gate.open -= 1
 

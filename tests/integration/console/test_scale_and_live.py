@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import aiohttp
+import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from runnerq import ActivityClient
+from runnerq.console import ConsoleSettings, create_app
 from runnerq.console.cursors import encode_cursor
 from runnerq.console.routes import CONSOLE
 from runnerq.keys import QueueKeys
 from runnerq.record import ActivityRecord
 from tests.integration.console.conftest import Api, MakeApi, write_dead, write_ready
+from tests.support.redis_server import free_port
 
 SPAN = 2**48
 
@@ -201,3 +207,37 @@ async def test_live_stream_bad_requests(api: Api, client: ActivityClient) -> Non
             assert response.status == status, params
     async with api.client.get("/api/events") as response:
         assert response.status == 401
+
+
+async def test_a_browser_leaving_its_stream_is_not_a_redis_failure(
+    redis_url: str, client: ActivityClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closed page makes the next write to its stream fail with a connection reset: that
+    is the browser leaving, not Redis failing, and must not be logged as a warning (seen:
+    one "Redis failed during GET /api/events" per closed stream, a flood when a hundred tabs
+    close). Served as ``runnerq console`` serves it (aiohttp's test server would cancel the
+    handler on the disconnect instead, which hides this)."""
+    settings = ConsoleSettings(redis_url=redis_url, no_auth=True, sse_interval=0.05)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    caplog.set_level(logging.DEBUG, logger="runnerq.console")
+    url = f"http://127.0.0.1:{port}/api/events?queue={client.queue_name}"
+    try:
+        await client.execute_activity("t")
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.get(url) as response:
+                    assert response.status == 200
+                    await read_event(response)
+                    assert response.connection is not None
+                    response.connection.transport.abort()  # the tab is closed
+                await client.execute_activity("t")  # the next read differs: a write is due
+                await asyncio.sleep(0.3)  # several intervals: that write meets the reset
+            async with http.get(f"http://127.0.0.1:{port}/api/queues") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings, caplog.text
