@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _worktree(ref: str) -> Path:
+def worktree(ref: str) -> Path:
     sha = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=20000, help="activities per run")
     ap.add_argument("--rows", default="enqueue,process")
     args = ap.parse_args(argv)
-    sides = {"old": _worktree(args.base), "new": REPO if args.new is None else _worktree(args.new)}
+    sides = {"old": worktree(args.base), "new": REPO if args.new is None else worktree(args.new)}
     results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
     with tempfile.TemporaryDirectory() as scratch:
         for round_no in range(args.rounds):

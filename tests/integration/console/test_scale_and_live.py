@@ -232,7 +232,9 @@ async def test_a_browser_leaving_its_stream_is_not_a_redis_failure(
                     assert response.status == 200
                     await read_event(response)
                     assert response.connection is not None
-                    response.connection.transport.abort()  # the tab is closed
+                    transport = response.connection.transport
+                    assert transport is not None
+                    transport.abort()  # the tab is closed
                 await client.execute_activity("t")  # the next read differs: a write is due
                 await asyncio.sleep(0.3)  # several intervals: that write meets the reset
             async with http.get(f"http://127.0.0.1:{port}/api/queues") as response:
