@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -50,7 +51,9 @@ _TRANSIENT_REPLIES = (
     "NOSCRIPT",
 )
 
-Parse = Callable[[list[Any]], list[bool]]
+# One answer per acknowledgement: RECORDED, LEASE_GONE or SEND_WITH_HISTORY (a completion).
+Parse = Callable[[list[Any]], list[int]]
+RECORDED, LEASE_GONE, SEND_WITH_HISTORY = 1, 0, 2
 
 
 def _transient(exc: BaseException) -> bool:
@@ -238,7 +241,10 @@ class AckBatcher:
             other_acks.append(ack)
         calls = [
             store.complete_call(
-                [(a.activity_id, a.token, a.document) for a in completes[i : i + _COMPLETE_CHUNK]]
+                [
+                    (a.activity_id, a.token, a.document, a.history)
+                    for a in completes[i : i + _COMPLETE_CHUNK]
+                ]
             )
             for i in range(0, len(completes), _COMPLETE_CHUNK)
         ]
@@ -247,12 +253,12 @@ class AckBatcher:
         # The replies come in this order: completes first.
         ordered: list[Ack] = [*completes, *other_acks]
 
-        def parse(replies: list[Any]) -> list[bool]:
-            flags: list[bool] = []
+        def parse(replies: list[Any]) -> list[int]:
+            answers: list[int] = []
             for reply in replies[:n_chunks]:
-                flags += [bool(int(x)) for x in reply]
-            flags += [bool(int(x)) for x in replies[n_chunks:]]
-            return flags
+                answers += [int(x) for x in reply]
+            answers += [int(bool(int(x))) for x in replies[n_chunks:]]
+            return answers
 
         return calls, parse, ordered
 
@@ -266,14 +272,20 @@ class AckBatcher:
         assert type(ack) is DeadLetter
         return self._store.dead_letter_call(ack.activity_id, ack.token, ack.entry)
 
-    def _count(self, batch: list[Ack], results: list[bool]) -> None:
+    def _count(self, batch: list[Ack], results: list[int]) -> None:
         metrics = self._metrics
         held = self._held
         completed = 0
-        for ack, ok in zip(batch, results, strict=True):
-            held.pop(ack.activity_id, None)
+        for ack, answer in zip(batch, results, strict=True):
+            if answer == SEND_WITH_HISTORY and type(ack) is Complete:
+                # It has a history list the worker did not know of (a release, a reap, a
+                # requeue): still leased and untouched; sent again with its history key.
+                self._pending.append(replace(ack, history=True))
+                self._ready.set()
+                continue
             kind = type(ack)
-            if not ok:
+            held.pop(ack.activity_id, None)
+            if answer == LEASE_GONE:
                 metrics.inc_counter(ACTIVITY_LEASE_LOST)
                 log.warning(
                     "activity %s: lease lost before its %s was recorded",

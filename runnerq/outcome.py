@@ -44,6 +44,10 @@ class Complete:
     activity_id: str
     token: str
     document: str  # the result document's JSON
+    # Send its history key (docs/history.md): it is known to have a history list (it was
+    # retried) or progress. One sent without it that has a list is handed back by the script
+    # and sent again with it.
+    history: bool = False
 
 
 @dataclass(slots=True)
@@ -79,14 +83,17 @@ class Throttled:
 Ack = Complete | Retry | DeadLetter | Throttled
 
 
-def completed(record: ActivityRecord, token: str, result: object, now: float) -> Ack:
+def completed(
+    record: ActivityRecord, token: str, result: object, now: float, progressed: bool = False
+) -> Ack:
     """The handler returned ``result``: complete, or dead-lettered (``bad_result``) when it
-    is not JSON."""
+    is not JSON. ``progressed``: the handler reported progress."""
     try:
         result_json = encode_json(result, "the handler's result")
     except SerializationError as exc:
         return dead_letter(record.id, token, str(exc), "bad_result", now, record)
-    return Complete(record.id, token, ResultDocument.completed_json(result_json, token))
+    document = ResultDocument.completed_json(result_json, token)
+    return Complete(record.id, token, document, progressed or record.retry_count > 0)
 
 
 def raised(

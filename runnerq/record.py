@@ -476,7 +476,11 @@ class ResultDocument:
         for the activity's history: docs/history.md)."""
         if lease is None:
             return f'{{"status":"completed","result":{result_json}}}'
-        return f'{{"status":"completed","lease":{json.dumps(lease)},"result":{result_json}}}'
+        if lease.isascii() and lease.isprintable() and '"' not in lease and "\\" not in lease:
+            quoted = f'"{lease}"'  # what json.dumps gives for it, at a third of the cost
+        else:
+            quoted = json.dumps(lease)
+        return f'{{"status":"completed","lease":{quoted},"result":{result_json}}}'
 
     @staticmethod
     def dead_lettered_json(error: str, reason: str) -> str:

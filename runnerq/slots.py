@@ -258,9 +258,10 @@ class SlotPool:
         finally:
             self.deadlines.discard(activity_id, slot)
         metrics.observe_duration(ACTIVITY_EXECUTION, time.perf_counter() - started)
-        if ctx._progress is not None:
+        progressed = ctx._progress is not None
+        if progressed:
             await _settle_progress(ctx, True)
-        ack = completed(record, token, result, time.time())
+        ack = completed(record, token, result, time.time(), progressed)
         if type(ack) is DeadLetter:
             metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
         self._acks.add(ack)

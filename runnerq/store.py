@@ -446,20 +446,28 @@ class QueueStore:
         lost = await self.scripts.heartbeat(keys=[self.keys.inflight, self.keys.leases], args=args)
         return [str(x) for x in lost]
 
-    def complete_call(self, items: Sequence[tuple[str, str, str]]) -> ScriptCall:
-        """A ``complete`` for (id, token, result document) items, for ``run_calls``."""
+    def complete_call(
+        self, items: Sequence[tuple[str, str, str] | tuple[str, str, str, bool]]
+    ) -> ScriptCall:
+        """A ``complete`` for (id, token, result document[, history]) items, for
+        ``run_calls``. ``history`` (True when left out) sends the activity's history key:
+        give it for those known to have a history list or progress. Its reply holds 1
+        (completed), 0 (the lease was gone) or 2 (it has a history list and its key was not
+        sent: nothing done, send it again with ``history``) per item."""
         k = self.keys
         keys = [k.jobs, k.inflight, k.leases, k.stats, k.done, k.redeliveries]
         keys += [k.limit_state, k.limited, k.notify, k.keyof, k.minutes, k.progress, k.historied]
-        keys += [k.result(activity_id) for activity_id, _, _ in items]
-        keys += [k.events(activity_id) for activity_id, _, _ in items]
+        keys += [k.result(item[0]) for item in items]
+        with_history = [n for n, item in enumerate(items, 1) if len(item) < 4 or item[3]]
+        keys += [k.events(items[n - 1][0]) for n in with_history]
         args: list[Any] = [
             self._result_ttl_ms,
             self.settings.completed_cap,
             k.done_channel,
             NOTIFY_CAP,
+            ",".join(map(str, with_history)),
         ]
-        args += [f"{activity_id}|{token}|{doc}" for activity_id, token, doc in items]
+        args += [f"{item[0]}|{item[1]}|{item[2]}" for item in items]
         return ScriptCall(self.scripts.complete, keys, args)
 
     def retry_call(

@@ -413,3 +413,65 @@ async def test_a_first_completion_writes_no_history_list(
     again = await client.get_events(future.activity_id)
     assert abs(again[1].at - events[1].at) < 2.0
     assert await raw_redis.hlen(store.keys.historied) == 0
+
+
+async def test_a_completion_sent_without_the_history_key_it_needs_is_handed_back(
+    client: ActivityClient, store: QueueStore, raw_redis: aioredis.Redis
+) -> None:
+    """The hot path sends an activity's history key only when the worker knows it has a
+    list (a retry count, progress). One whose list came from elsewhere (a release, a reap,
+    a requeue) is answered 2 and left as it was, lease and all; sent again with its key, it
+    completes with its events. Those beside it in the call complete as usual."""
+    released = await client.execute_activity("t", 1)
+    claim = await _claim(store, "worker-a")
+    assert await store.release([(released.activity_id, claim.token)]) == 1
+    plain = await client.execute_activity("t", 2)
+    claim = await _claim(store, "worker-b")
+    assert {i for i, _ in claim.items} == {released.activity_id, plain.activity_id}
+    doc = ResultDocument.completed_json("1", claim.token)
+    items = [(i, claim.token, doc, False) for i in (released.activity_id, plain.activity_id)]
+    assert await store.run_calls([store.complete_call(items)]) == [[2, 1]]
+    assert await raw_redis.hget(store.keys.leases, released.activity_id) == claim.token
+    assert await raw_redis.exists(store.keys.result(released.activity_id)) == 0
+    assert [e["e"] for e in await _stored(raw_redis, store, released.activity_id)] == [
+        "claimed",
+        "released",
+    ]
+    again = [(released.activity_id, claim.token, doc, True)]
+    assert await store.run_calls([store.complete_call(again)]) == [[1]]
+    assert [e.kind for e in await client.get_events(released.activity_id)] == [
+        "claimed",
+        "released",
+        "claimed",
+        "completed",
+    ]
+    assert await raw_redis.hlen(store.keys.historied) == 0
+    assert await raw_redis.exists(store.keys.events(plain.activity_id)) == 0
+
+
+async def test_a_worker_completes_a_released_activity_with_its_history(
+    client: ActivityClient, store: QueueStore, make_engine: EngineFactory, run_engine: EngineRunner
+) -> None:
+    """End to end through the ack batcher: the released activity's first completion call is
+    handed back and sent again with its history key; nothing is lost or run twice."""
+    future = await client.execute_activity("t", 1)
+    claim = await _claim(store, "worker-a")
+    assert await store.release([(future.activity_id, claim.token)]) == 1
+    others = [await client.execute_activity("t", i) for i in range(20)]  # no history
+    runs: list[str] = []
+    engine = make_engine()
+
+    @engine.activity("t")
+    async def t(payload: Any, ctx: ActivityContext) -> int:
+        runs.append(ctx.activity_id)
+        return 7
+
+    await run_engine(engine)
+    assert await future.get_result(timeout=10) == 7
+    for other in others:
+        assert await other.get_result(timeout=10) == 7
+    assert sorted(runs) == sorted([future.activity_id, *(o.activity_id for o in others)])
+    kinds = [e.kind for e in await client.get_events(future.activity_id)]
+    assert kinds == ["claimed", "released", "claimed", "completed"]
+    assert await client.redis.hlen(store.keys.historied) == 0
+    assert await client.redis.hlen(store.keys.leases) == 0

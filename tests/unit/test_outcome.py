@@ -20,6 +20,15 @@ def test_a_json_result_completes() -> None:
     ack = completed(_record(), "tok", {"ok": [1, 2]}, 9.0)
     doc = '{"status":"completed","lease":"tok","result":{"ok":[1,2]}}'
     assert ack == Complete("a", "tok", doc)
+    assert ack.history is False  # a first try with no progress: no history key is sent
+
+
+def test_a_completion_known_to_have_a_history_sends_its_key() -> None:
+    """A retried activity has a history list; one that reported progress gets one."""
+    retried = completed(_record(retry_count=1), "tok", 1, 9.0)
+    progressed = completed(_record(), "tok", 1, 9.0, progressed=True)
+    assert isinstance(retried, Complete) and retried.history
+    assert isinstance(progressed, Complete) and progressed.history
 
 
 def test_a_result_that_is_not_json_is_dead_lettered_as_bad_result() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from runnerq import ActivityOption, SerializationError
 from runnerq.priority import ActivityPriority
-from runnerq.record import ActivityRecord, _dumps, _encoder, encode_record
+from runnerq.record import ActivityRecord, ResultDocument, _dumps, _encoder, encode_record
 from tests.support.strategies import json_values
 
 _json = json_values()
@@ -93,3 +93,12 @@ def test_a_run_at_in_the_past_writes_no_ready_at() -> None:
     future = ActivityOption(run_at=dt.datetime(2040, 1, 1, tzinfo=dt.UTC))
     record = ActivityRecord.decode(encode_record("a", "t", None, future, 1e9, 1 << 30))
     assert record.ready_at == dt.datetime(2040, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+@given(st.text())
+def test_a_result_documents_lease_is_the_json_string_of_the_token(lease: str) -> None:
+    """Plain tokens are quoted without json.dumps (the hot path); any other text is
+    escaped by it: the document is the same either way."""
+    doc = ResultDocument.completed_json("1", lease)
+    assert json.loads(doc) == {"status": "completed", "lease": lease, "result": 1}
+    assert doc == '{"status":"completed","lease":' + json.dumps(lease) + ',"result":1}'
