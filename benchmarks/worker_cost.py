@@ -37,7 +37,7 @@ _RUN = r"""
 import asyncio, json, os, sys, time
 import redis
 import runnerq
-from runnerq import ActivityClient, WorkerEngine
+from runnerq import ActivityClient, QueueSettings, WorkerEngine
 
 here = os.path.realpath(os.getcwd())
 assert os.path.realpath(runnerq.__file__).startswith(here), runnerq.__file__
@@ -53,10 +53,16 @@ def redis_cpu(r):
 async def run():
     r = redis.Redis.from_url(URL)
     r.flushall()
-    client = ActivityClient(URL, QUEUE)
+    settings = QueueSettings(QUEUE)
+    if os.environ.get("RUNNERQ_BENCH_SETTINGS"):  # (a side that has no such setting: none)
+        try:
+            settings = QueueSettings(QUEUE, **json.loads(os.environ["RUNNERQ_BENCH_SETTINGS"]))
+        except TypeError:
+            pass
+    client = ActivityClient(URL, QUEUE, queue_settings=settings)
     for start in range(0, N, 5000):
         await client.enqueue_many(("noop", {"i": i}) for i in range(start, min(N, start + 5000)))
-    engine = WorkerEngine(URL, QUEUE, max_workers=CONC)
+    engine = WorkerEngine(URL, QUEUE, max_workers=CONC, queue_settings=settings)
     ran = 0
     all_ran = asyncio.Event()
 
@@ -107,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--n", type=int, default=30000, help="activities per run")
     ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument(
+        "--settings",
+        help="QueueSettings for both sides, as JSON (e.g. '{\"claim_history\": false}');"
+        " a side whose QueueSettings does not take them runs with the defaults",
+    )
     args = ap.parse_args(argv)
+    if args.settings:
+        os.environ["RUNNERQ_BENCH_SETTINGS"] = args.settings
     sides = {"old": worktree(args.base), "new": REPO if args.new is None else worktree(args.new)}
     results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     with embedded_redis() as url:

@@ -42,6 +42,12 @@ DEFAULT_MAX_REDELIVERIES = 5
 NOTIFY_CAP = 256
 
 
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ConfigurationError(f"{name} must be a number, not {value!r}")
@@ -166,7 +172,13 @@ class BackoffPolicy:
 @dataclass(frozen=True, slots=True, init=False)
 class QueueSettings:
     """What clients and workers of one queue agree on: names, limits and retention
-    (``result_ttl`` and ``idempotency_ttl`` in seconds or as ``timedelta``s)."""
+    (``result_ttl`` and ``idempotency_ttl`` in seconds or as ``timedelta``s).
+
+    ``claim_history`` (on by default): each lease records when it was claimed, and a
+    completion's result keeps its lease, so an activity's events say which worker claimed
+    it and when (docs/history.md). Off, a worker of the queue saves that on its hot path
+    (about 7% of processing no-op activities at concurrency 10, measured there): events have
+    no "claimed", everything else is kept."""
 
     name: str
     max_payload_bytes: int
@@ -174,6 +186,7 @@ class QueueSettings:
     idempotency_ttl: float
     completed_cap: int
     dead_letter_cap: int
+    claim_history: bool
 
     def __init__(
         self,
@@ -183,6 +196,7 @@ class QueueSettings:
         idempotency_ttl: Duration = DEFAULT_IDEMPOTENCY_TTL,
         completed_cap: int = DEFAULT_COMPLETED_CAP,
         dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP,
+        claim_history: bool = True,
     ) -> None:
         validate_queue_name(name)
         _positive("max_payload_bytes", max_payload_bytes)
@@ -196,6 +210,7 @@ class QueueSettings:
             idempotency_ttl=_seconds("idempotency_ttl", idempotency_ttl),
             completed_cap=completed_cap,
             dead_letter_cap=dead_letter_cap,
+            claim_history=_flag("claim_history", claim_history),
         )
 
 

@@ -213,10 +213,10 @@ def result_events(result_json: str | None, completed_ms: int | None) -> list[Act
         doc = json.loads(result_json)
     except ValueError:
         return []
-    lease = doc.get("lease") if isinstance(doc, dict) else None
-    if doc.get("status") != "completed" or not isinstance(lease, str):
+    if not isinstance(doc, dict) or doc.get("status") != "completed":
         return []
-    worker, claimed_at = lease_of(lease)
+    lease = doc.get("lease")  # (none when the queue's claim_history is off)
+    worker, claimed_at = lease_of(lease) if isinstance(lease, str) else (None, None)
     out = []
     if claimed_at is not None:
         out.append(ActivityEvent("claimed", claimed_at, worker))

@@ -84,15 +84,21 @@ Ack = Complete | Retry | DeadLetter | Throttled
 
 
 def completed(
-    record: ActivityRecord, token: str, result: object, now: float, progressed: bool = False
+    record: ActivityRecord,
+    token: str,
+    result: object,
+    now: float,
+    progressed: bool = False,
+    keep_lease: bool = True,
 ) -> Ack:
     """The handler returned ``result``: complete, or dead-lettered (``bad_result``) when it
-    is not JSON. ``progressed``: the handler reported progress."""
+    is not JSON. ``progressed``: the handler reported progress; ``keep_lease``: the result
+    keeps the lease token (``QueueSettings.claim_history``)."""
     try:
         result_json = encode_json(result, "the handler's result")
     except SerializationError as exc:
         return dead_letter(record.id, token, str(exc), "bad_result", now, record)
-    document = ResultDocument.completed_json(result_json, token)
+    document = ResultDocument.completed_json(result_json, token if keep_lease else None)
     return Complete(record.id, token, document, progressed or record.retry_count > 0)
 
 

@@ -261,7 +261,8 @@ class SlotPool:
         progressed = ctx._progress is not None
         if progressed:
             await _settle_progress(ctx, True)
-        ack = completed(record, token, result, time.time(), progressed)
+        keep_lease = self._client.settings.claim_history
+        ack = completed(record, token, result, time.time(), progressed, keep_lease)
         if type(ack) is DeadLetter:
             metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
         self._acks.add(ack)

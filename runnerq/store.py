@@ -357,7 +357,7 @@ class QueueStore:
         """The claim's call: claim_limited.lua with the limits' keys while the queue needs them,
         else claim.lua (a claim with the one a queue does not need claims nothing and says
         so: ``parse_claim``)."""
-        args = [count, _ms(lease), worker_id]
+        args = [count, _ms(lease), worker_id, 1 if self.settings.claim_history else 0]
         if self.claim_limited:
             return ScriptCall(self.scripts.claim_limited, self._claim_keys, args)
         return ScriptCall(self.scripts.claim, self._claim_plain, args)

@@ -15,6 +15,7 @@
 -- ARGV[1] how many at most
 -- ARGV[2] lease length (ms)
 -- ARGV[3] worker id (prefix of the lease token)
+-- ARGV[4] '0': no claim time in the token (QueueSettings.claim_history off)
 --
 -- A lease token is "<worker id>:<seq>@<now ms>" (the time is the claim's, for the history:
 -- docs/history.md).
@@ -45,7 +46,10 @@ if #popped == 0 then
   return { now, '', {}, 0 }
 end
 
-local token = ARGV[3] .. ':' .. redis.call('INCR', seq) .. string.format('@%d', now)
+local token = ARGV[3] .. ':' .. redis.call('INCR', seq)
+if ARGV[4] ~= '0' then
+  token = token .. string.format('@%d', now)
+end
 local ids = {}
 for i = 1, #popped, 2 do
   ids[#ids + 1] = popped[i]

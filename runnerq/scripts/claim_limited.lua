@@ -357,7 +357,10 @@ local function limited_claim(lim, now, held_until)
     drop_ready_tokens(notify)
     return { now, '', {}, wait }
   end
-  local token = ARGV[3] .. ':~' .. redis.call('INCR', seq) .. string.format('@%d', now)
+  local token = ARGV[3] .. ':~' .. redis.call('INCR', seq)
+  if ARGV[4] ~= '0' then
+    token = token .. string.format('@%d', now)
+  end
   for t, n in pairs(taken) do
     redis.call('HINCRBY', state, 'c:' .. t, n)
   end

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from runnerq import ActivityClient, ActivityContext, ActivityOption
+from runnerq import ActivityClient, ActivityContext, ActivityOption, QueueSettings
 from runnerq.history import HISTORY_CAP, ActivityEvent, progress_args
 from runnerq.keys import QUEUES_KEY, QueueKeys
 from runnerq.presence import list_queues
@@ -475,3 +475,40 @@ async def test_a_worker_completes_a_released_activity_with_its_history(
     assert kinds == ["claimed", "released", "claimed", "completed"]
     assert await client.redis.hlen(store.keys.historied) == 0
     assert await client.redis.hlen(store.keys.leases) == 0
+
+
+async def test_a_queue_without_claim_history_keeps_everything_but_the_claims(
+    client: ActivityClient,
+    make_engine: EngineFactory,
+    run_engine: EngineRunner,
+    raw_redis: aioredis.Redis,
+) -> None:
+    """QueueSettings(claim_history=False): leases carry no claim time and results no lease
+    (the hot path's part of the history); events still say completed (from `done`), failed,
+    retry and the rest, only "claimed" is missing."""
+    settings = QueueSettings(client.queue_name, claim_history=False)
+    engine = make_engine(queue_settings=settings)
+    tokens: list[str] = []
+    tries: dict[str, int] = {}
+
+    @engine.activity("t")
+    async def t(payload: Any, ctx: ActivityContext) -> int:
+        tokens.append(str(await raw_redis.hget(client.store.keys.leases, ctx.activity_id)))
+        tries[ctx.activity_id] = tries.get(ctx.activity_id, 0) + 1
+        if payload == "fail-once" and tries[ctx.activity_id] == 1:
+            raise RuntimeError("first try fails")
+        return 1
+
+    await run_engine(engine)
+    first = await client.execute_activity("t", "ok")
+    retried = await client.execute_activity("t", "fail-once", ActivityOption(max_retries=1))
+    assert await first.get_result(timeout=10) == 1
+    assert await retried.get_result(timeout=20) == 1
+    assert tokens and all("@" not in token for token in tokens)
+    result = json.loads(str(await raw_redis.get(client.store.keys.result(first.activity_id))))
+    assert "lease" not in result
+    assert [(e.kind, e.worker) for e in await client.get_events(first.activity_id)] == [
+        ("completed", None)
+    ]
+    kinds = [e.kind for e in await client.get_events(retried.activity_id)]
+    assert kinds == ["failed", "retry", "completed"]

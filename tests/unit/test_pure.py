@@ -128,6 +128,9 @@ def test_worker_settings_validation() -> None:
         WorkerSettings(max_workers=0)
     with pytest.raises(ConfigurationError):
         QueueSettings(max_payload_bytes=0)
+    with pytest.raises(ConfigurationError, match="claim_history"):
+        QueueSettings(claim_history="no")  # type: ignore[arg-type]
+    assert QueueSettings().claim_history is True
     with pytest.raises(TypeError):
         WorkerEngine(unknown_setting=1)  # type: ignore[call-arg]
     engine = WorkerEngine()
