@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from .clock import read_with_clock
 from .config import NOTIFY_CAP, QueueSettings
 from .history import dead_letter_tail, failed_tail
 from .keys import QueueKeys
@@ -786,19 +787,20 @@ class QueueStore:
         result document and when it completed (ms: its score in `done`, else from its
         result's TTL as this client's settings have it), for one completed with no list."""
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Any) -> None:
             pipe.lrange(k.events(activity_id), 0, -1)
             pipe.hget(k.leases, activity_id)
             pipe.get(k.result(activity_id))
             pipe.zscore(k.done, activity_id)
             pipe.pttl(k.result(activity_id))
-            pipe.time()
-            raws, token, result, done_at, ttl, now = await pipe.execute()
+
+        replies, now_ms = await read_with_clock(self.redis, fill, transaction=True)
+        raws, token, result, done_at, ttl = replies
         completed_ms = None
         if done_at is not None:
             completed_ms = int(done_at)
         elif result is not None and int(ttl) > 0:
-            now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
             completed_ms = now_ms - max(0, self._result_ttl_ms - int(ttl))
         return (
             [str(r) for r in raws],
@@ -842,11 +844,10 @@ class QueueStore:
 
     async def minutes(self) -> tuple[dict[str, str], int]:
         """The per-minute counts and Redis's clock (epoch minute)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.minutes)
-            pipe.time()
-            raw, now = await pipe.execute()
-        return {str(a): str(b) for a, b in raw.items()}, int(now[0]) // 60
+        replies, now_ms = await read_with_clock(
+            self.redis, lambda pipe: pipe.hgetall(self.keys.minutes)
+        )
+        return {str(a): str(b) for a, b in replies[0].items()}, now_ms // 60_000
 
     async def get_config(self) -> dict[str, str]:
         raw = await self.redis.hgetall(self.keys.config)
@@ -897,16 +898,17 @@ class QueueStore:
         """Throttled counts and slots in use under limits (one read of the limit state), and
         how many pending activities the queue's own limits let start now."""
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Any) -> None:
             pipe.hgetall(k.limit_state)
             pipe.hget(k.config, "limits")
             pipe.zcard(k.ready)
             pipe.zcard(k.inflight)
-            pipe.time()
             pipe.zcard(k.kready)
-            state, limits_raw, pending, running, now, keyed = await pipe.execute()
+
+        replies, now_ms = await read_with_clock(self.redis, fill, transaction=True)
+        state, limits_raw, pending, running, keyed = replies
         limits = Limits() if limits_raw is None else Limits.from_json(str(limits_raw))
-        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         return LimitStats.read(
             {str(a): str(b) for a, b in state.items()},
             limits,

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..clock import read_with_clock
 from ..config import QueueSettings
 from ..keys import QueueKeys
 from ..scripts import Scripts
@@ -54,13 +55,13 @@ def _cluster_of(index: ClusterIndex | None, queue: str) -> dict[str, Any] | None
 async def _redis_overview(redis: aioredis.Redis, queue: str) -> dict[str, Any]:
     keys = QueueKeys(queue)
     counts = await queue_counts(redis, queue)
-    async with redis.pipeline(transaction=False) as pipe:
+
+    def fill(pipe: Any) -> None:
         pipe.hgetall(minutes_key(keys))
-        pipe.time()
         pipe.hexists(keys.config, "limits")
         pipe.hlen(keys.schedules)
-        minutes, now, limited, schedules = await pipe.execute()
-    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+
+    (minutes, limited, schedules), now_ms = await read_with_clock(redis, fill)
     workers = await read_workers(redis, keys)
     throughput = read_throughput({str(a): str(b) for a, b in minutes.items()}, now_ms)
     return {

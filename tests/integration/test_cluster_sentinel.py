@@ -10,8 +10,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from runnerq import (
     ActivityClient,
@@ -25,8 +27,11 @@ from runnerq import (
     RedisUnavailableError,
     WorkerEngine,
 )
+from runnerq.console import ConsoleSettings, create_app
 from runnerq.keys import QueueKeys
+from runnerq.presence import list_queues
 from tests.support.polling import eventually
+from tests.support.redis_server import free_port
 from tests.support.redis_topologies import RedisClusterSet, SentinelSet
 
 pytestmark = [
@@ -317,3 +322,59 @@ async def test_operator_reads_depths_and_writes_config_on_cluster_and_sentinel(
                 assert (await c.get_stats()).paused
     finally:
         await pools.aclose()
+
+
+async def test_console_and_history_on_cluster(cluster: RedisClusterSet) -> None:
+    """Issue 19 on a real Redis Cluster: the registry of queue names (a SET outside every
+    queue's slot) lists queues that live on different nodes; the worker registry, an
+    activity's events and progress, and the console's API over them all work there."""
+    queues = [f"console-cluster-{i}" for i in range(6)]
+    assert len({cluster.master_of(QueueKeys(q).ready) for q in queues}) > 1
+    clients = [ActivityClient(cluster.url, q) for q in queues]
+    engine = WorkerEngine(cluster.url, queues[0], max_workers=2)
+
+    @engine.activity("t")
+    async def t(payload: Any, ctx: ActivityContext) -> Any:
+        await ctx.progress(0.5, "half way")
+        return payload
+
+    task = asyncio.create_task(engine.start(install_signal_handlers=False))
+    settings = ConsoleSettings(redis_url=cluster.url, no_auth=True)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        for c in clients[1:]:
+            await c.execute_activity("t", c.queue_name)  # registers the queue, stays pending
+        future = await clients[0].execute_activity("t", 7)
+        assert await future.get_result(timeout=20) == 7
+        assert set(queues) <= set(await list_queues(clients[0].redis))
+        kinds = [e.kind for e in await clients[0].get_events(future.activity_id)]
+        assert kinds == ["claimed", "completed"]
+        progress = await future.progress()
+        assert progress is not None and progress.message == "half way"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/queues") as response:
+                assert response.status == 200
+                shown = {q["queue"] for q in (await response.json())["queues"]}
+            assert set(queues) <= shown
+            one = f"{base}/queues/{queues[0]}"
+            async with http.get(f"{one}/activities/{future.activity_id}") as response:
+                assert response.status == 200
+                activity = await response.json()
+            assert activity["state"] == "completed" and activity["result"]["result"] == 7
+            async with http.get(f"{one}/workers") as response:
+                assert response.status == 200
+                assert len((await response.json())["workers"]) == 1
+            async with http.get(f"{base}/queues/{queues[1]}/lists/ready") as response:
+                assert response.status == 200
+                assert (await response.json())["total"] == 1
+    finally:
+        await runner.cleanup()
+        await engine.stop()
+        await task
+        await engine.aclose()
+        for c in clients:
+            await c.aclose()
