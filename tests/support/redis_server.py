@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -15,10 +16,35 @@ from tests.support.processes import terminate
 __all__ = ["RedisServer", "free_port"]
 
 
+_PICK = random.SystemRandom()  # (not the random module's: tests reseed that alike)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, for a server a test starts.
+
+    Taken at random below the kernel's ephemeral range, never by binding port 0: a port the
+    kernel hands out that way comes from the range it also gives to outgoing connections,
+    so after it is released the next connection anywhere on the machine may take it, and
+    the server then fails with "address already in use" (seen: the operator's health port
+    in a full CI run)."""
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 12000)
+    for _ in range(500):
+        port = _PICK.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {low}-{high}")
 
 
 class RedisServer:
