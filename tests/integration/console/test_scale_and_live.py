@@ -20,6 +20,7 @@ from runnerq.console.routes import CONSOLE
 from runnerq.keys import QueueKeys
 from runnerq.record import ActivityRecord
 from tests.integration.console.conftest import Api, MakeApi, write_dead, write_ready
+from tests.support.polling import eventually
 from tests.support.redis_server import free_port
 
 SPAN = 2**48
@@ -218,7 +219,9 @@ async def test_a_browser_leaving_its_stream_is_not_a_redis_failure(
     close). Served as ``runnerq console`` serves it (aiohttp's test server would cancel the
     handler on the disconnect instead, which hides this)."""
     settings = ConsoleSettings(redis_url=redis_url, no_auth=True, sse_interval=0.05)
-    runner = web.AppRunner(create_app(settings))
+    app = create_app(settings)
+    gate = app[CONSOLE].gate
+    runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -236,7 +239,11 @@ async def test_a_browser_leaving_its_stream_is_not_a_redis_failure(
                     assert transport is not None
                     transport.abort()  # the tab is closed
                 await client.execute_activity("t")  # the next read differs: a write is due
-                await asyncio.sleep(0.3)  # several intervals: that write meets the reset
+
+                async def stream_ended() -> bool:  # its write met the reset
+                    return gate.open == 0
+
+                await eventually(stream_ended, what="the closed page's stream to end")
             async with http.get(f"http://127.0.0.1:{port}/api/queues") as response:
                 assert response.status == 200
     finally:
