@@ -179,9 +179,9 @@ class ScheduleStore:
         if info.schedule is None:
             raise ConfigurationError(f"schedule {name!r} cannot be read: {info.error}")
         now = await self.redis_time()
-        activity_id = schedule_activity_id(
-            self._keys.queue, name, f"{info.state.version}:manual", _ms(now)
-        )
+        # Each run by hand is a run of its own: its id is random (one derived from the clock
+        # was the same for two runs in one millisecond, and the second enqueued nothing).
+        activity_id = secrets.token_hex(16)
         call = self.fire_call(
             info.schedule, info.state.version, None, Plan((now,), 0, 0.0), [activity_id]
         )

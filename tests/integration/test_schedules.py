@@ -293,6 +293,20 @@ async def test_run_now_is_not_held_back_by_forbid(client: ActivityClient) -> Non
     assert info is not None and (info.state.fired, info.state.skipped) == (2, 0)
 
 
+async def test_runs_now_in_the_same_millisecond_are_each_enqueued(
+    client: ActivityClient,
+) -> None:
+    """A run by hand has an id of its own: two in the same millisecond of Redis's clock got
+    the same id (derived from the millisecond) and the second enqueued nothing (a CI run)."""
+    store = client.schedules
+    await store.upsert(Schedule("s", "t", cron="0 3 * * *"))
+    ids = await asyncio.gather(*(store.trigger("s") for _ in range(20)))
+    assert len(set(ids)) == 20
+    assert (await client.get_stats()).pending == 20
+    info = await store.get("s")
+    assert info is not None and info.state.fired == 20
+
+
 async def test_suspend_and_resume_can_require_the_owner(client: ActivityClient) -> None:
     store = client.schedules
     await store.upsert(Schedule("op", "t", every=60, owner="operator"))
