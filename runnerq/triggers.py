@@ -14,6 +14,7 @@ hour and not in a skipped one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,9 +71,11 @@ class IntervalTrigger:
 
 
 class CronTrigger:
-    """A cron expression read in a time zone."""
+    """A cron expression read in a time zone. Immutable but for a memo of the last answer
+    (a queue's schedules often share an expression, and then their ticks: see
+    ``make_trigger``)."""
 
-    __slots__ = ("_minutes", "_seconds", "expression", "timezone", "tz")
+    __slots__ = ("_last", "_minutes", "_seconds", "expression", "timezone", "tz")
 
     def __init__(self, expression: str, timezone: str = "UTC") -> None:
         if not isinstance(expression, str):
@@ -101,8 +104,17 @@ class CronTrigger:
             raise ConfigurationError(f"cron expression {expression!r} never fires") from None
         except CronSimError as exc:
             raise ConfigurationError(f"invalid cron expression {expression!r}: {exc}") from None
+        self._last = (math.nan, math.nan)  # (t, next_after(t)): one tuple, swapped whole
 
     def next_after(self, t: float) -> float:
+        last_t, last_next = self._last
+        if t == last_t:
+            return last_next
+        tick = self._next_after(t)
+        self._last = (t, tick)
+        return tick
+
+    def _next_after(self, t: float) -> float:
         at = datetime.fromtimestamp(t, self.tz)
         if self._seconds is None:
             return next(CronSim(self._minutes, at)).timestamp()
@@ -145,7 +157,17 @@ def make_trigger(cron: str | None, every: float | None, timezone: str = "UTC") -
     if (cron is None) == (every is None):
         raise ConfigurationError("a schedule takes exactly one trigger: cron or every")
     if cron is not None:
-        return CronTrigger(cron, timezone)
+        if isinstance(cron, str) and isinstance(timezone, str):
+            return _cron_trigger(" ".join(cron.split()), timezone)
+        return CronTrigger(cron, timezone)  # (which says what is wrong)
     zone(timezone)  # checked even where an interval does not use it
     assert every is not None
     return IntervalTrigger(every)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    """One trigger per expression and zone (reading one costs tens of microseconds: a
+    firer parses every schedule it fires, 10,000 of them on a busy queue, most sharing a
+    few expressions). A bad one raises and is not kept."""
+    return CronTrigger(expression, timezone)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from runnerq.errors import ConfigurationError
 from runnerq.schedule import MAX_TICKS_SCANNED, ON_TIME, Schedule, plan
-from runnerq.triggers import CronTrigger, IntervalTrigger
+from runnerq.triggers import CronTrigger, IntervalTrigger, make_trigger
 
 
 def _ticks(trigger: CronTrigger, start: datetime, n: int) -> list[datetime]:
@@ -86,6 +86,35 @@ def test_next_after_is_strictly_after() -> None:
     interval = IntervalTrigger(60)
     assert interval.next_after(120.0) == 180.0
     assert interval.next_after(119.9) == 120.0
+
+
+def test_schedules_sharing_an_expression_share_its_trigger() -> None:
+    a = Schedule("a", "t", cron="0 3 * * *", timezone="Europe/Berlin")
+    b = Schedule("b", "t", cron=" 0  3 * * * ", timezone="Europe/Berlin")
+    c = Schedule("c", "t", cron="0 3 * * *", timezone="America/New_York")
+    assert a.trigger is b.trigger
+    assert a.trigger is not c.trigger
+    assert make_trigger("0 3 * * *", None, "Europe/Berlin") is a.trigger
+
+
+@pytest.mark.parametrize("expr", ["61 * * * *", "0 0 30 2 *"])
+def test_a_bad_expression_is_refused_every_time(expr: str) -> None:
+    for _ in range(2):  # (not remembered as if it were good)
+        with pytest.raises(ConfigurationError):
+            make_trigger(expr, None)
+
+
+@given(
+    st.sampled_from(["*/7 * * * * *", "30 2 * * *", "0 30 1 * * 0", "*/5 1-3 * * *"]),
+    st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+    st.lists(st.integers(min_value=1_770_000_000, max_value=1_800_000_000), max_size=8),
+)
+def test_the_remembered_answer_is_the_answer(expr: str, tz: str, times: list[int]) -> None:
+    """A shared trigger remembers its last answer: asked again, in any order, every answer
+    is what a trigger of its own computes."""
+    shared = make_trigger(expr, None, tz)
+    for t in times + times[::-1] + times:
+        assert shared.next_after(t) == CronTrigger(expr, tz).next_after(t)
 
 
 @given(st.floats(min_value=0, max_value=4e9), st.sampled_from([1, 7, 60, 3600.5]))
