@@ -1,9 +1,10 @@
 """Schedules in Redis: ``ScheduleStore`` (add, change, list, suspend, resume, remove, run
 now) and ``ScheduleFirer`` (runs the ticks that have come, from any number of processes).
 
-Every firing is one script (``schedule_fire.lua``) that compares the schedule's stored next
-tick with the one the firer read, enqueues the activities of the due ticks and moves the
-schedule to its next tick, atomically: whoever calls, each tick yields one activity. The
+Every firing is one script (``schedule_fire.lua``) that, for each schedule of the batch of
+due ones the firer read, compares its stored next tick with the one read, enqueues the
+activities of the due ticks and moves it to its next tick, atomically: whoever calls, each
+tick yields one activity. The
 activity's id is made from the queue, the schedule, its version and the tick, so a call sent
 again cannot add a second. Time is Redis's: the firer reads it with the due schedules, and the
 script refuses a tick that is not due by Redis's clock.
@@ -17,8 +18,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
-
-from redis.exceptions import NoScriptError
 
 from .config import NOTIFY_CAP
 from .errors import ConfigurationError, ScheduleConflictError
@@ -182,59 +181,66 @@ class ScheduleStore:
         # Each run by hand is a run of its own: its id is random (one derived from the clock
         # was the same for two runs in one millisecond, and the second enqueued nothing).
         activity_id = secrets.token_hex(16)
-        call = self.fire_call(
+        block = self.fire_block(
             info.schedule, info.state.version, None, Plan((now,), 0, 0.0), [activity_id]
         )
+        call = self.fire_call([block])
         reply = await call.script(keys=call.keys, args=call.args)
-        if int(reply[0]) != 1:  # changed meanwhile, or Redis's clock went back: once more
+        if int(reply[0][0]) != 1:  # changed meanwhile, or Redis's clock went back: once more
             return await self.trigger(name)
         return activity_id
 
-    def fire_call(
+    def fire_block(
         self,
         schedule: Schedule,
         version: str,
         expected_ms: int | None,
         firing: Plan,
         ids: builtins.list[str] | None = None,
-    ) -> ScriptCall:
-        """The script call that runs ``firing`` (``expected_ms`` None: a run outside the
-        ticks)."""
-        k = self._keys
+    ) -> FireBlock:
+        """One schedule's part of a ``fire_call``, running ``firing`` (``expected_ms`` None:
+        a run outside the ticks)."""
         # Replace cancelled the previous run before this call; a run outside the ticks was
         # asked for: neither is held back by the previous run.
         concurrency = schedule.concurrency
         if concurrency == "replace" or expected_ms is None:
             concurrency = "allow"
+        name = schedule.name
         args: builtins.list[Any] = [
-            schedule.name,
+            name,
             "now" if expected_ms is None else expected_ms,
             _ms(firing.next_tick),
             concurrency,
             firing.missed,
             schedule.priority.rank,
-            NOTIFY_CAP,
             version,
+            len(firing.ticks),
         ]
+        queue = self._keys.queue
         for i, tick in enumerate(firing.ticks):
             tick_ms = _ms(tick)
-            activity_id = (
-                ids[i] if ids else schedule_activity_id(k.queue, schedule.name, version, tick_ms)
-            )
+            activity_id = ids[i] if ids else schedule_activity_id(queue, name, version, tick_ms)
             args += [tick_ms, activity_id, _record(schedule, activity_id, tick)]
-        return ScriptCall(
-            self._scripts.schedule_fire,
-            [
-                k.jobs,
-                k.ready,
-                k.notify,
-                k.seq,
-                k.stats,
-                k.schedule_next,
-                k.schedule_state(schedule.name),
-            ],
-            args,
-        )
+        return FireBlock(self._keys.schedule_state(name), args)
+
+    def fire_call(self, blocks: builtins.list[FireBlock]) -> ScriptCall:
+        """One script call firing every block (one reply each, in order: see
+        ``schedule_fire.lua``)."""
+        k = self._keys
+        keys = [k.jobs, k.ready, k.notify, k.seq, k.stats, k.schedule_next]
+        args: builtins.list[Any] = [NOTIFY_CAP]
+        for block in blocks:
+            keys.append(block.state_key)
+            args += block.args
+        return ScriptCall(self._scripts.schedule_fire, keys, args)
+
+
+@dataclass(frozen=True, slots=True)
+class FireBlock:
+    """One schedule's part of a firing: its progress key and its arguments."""
+
+    state_key: str
+    args: list[Any]
 
 
 def _record(schedule: Schedule, activity_id: str, tick: float) -> str:
@@ -249,6 +255,13 @@ def _record(schedule: Schedule, activity_id: str, tick: float) -> str:
         metadata=metadata,
         created_at=tick,
     ).encode()
+
+
+def _named(counts: list[tuple[str, int]], shown: int = 10) -> str:
+    """'a (2), b (1) and 3 more schedules'"""
+    text = ", ".join(f"{name} ({n})" for name, n in counts[:shown])
+    more = len(counts) - shown
+    return text + (f" and {more} more schedule(s)" if more > 0 else "")
 
 
 def _info(name: str, raw: str, state: dict[str, str]) -> ScheduleInfo:
@@ -270,7 +283,10 @@ class ScheduleFirer:
         self._metrics = metrics or NoopMetrics()
         # name -> (its stored JSON, parsed): as many entries as the queue has schedules
         self._parsed: dict[str, tuple[str, Schedule | ConfigurationError]] = {}
-        self._broken_logged: set[str] = set()
+        # name -> the version its stored JSON was written with (read once per definition:
+        # a firing with a stale one is refused by the script, and read again)
+        self._versions: dict[str, str] = {}
+        self._broken_logged: set[str | tuple[str, str]] = set()
 
     async def fire_due(self) -> float | None:
         """Fire every schedule whose tick has come; returns the seconds until the next tick
@@ -281,59 +297,113 @@ class ScheduleFirer:
         now_ms, later_ms = int(reply[0]), int(reply[1])
         now = now_ms / 1000.0
         due = [
-            (str(reply[i]), int(reply[i + 1]), str(reply[i + 2])) for i in range(2, len(reply), 3)
+            (str(reply[i]), int(reply[i + 1]), self._parse(str(reply[i]), str(reply[i + 2])))
+            for i in range(2, len(reply), 3)
         ]
         if not due:
             return None if later_ms < 0 else later_ms / 1000.0
-        progress = await self._progress([name for name, _, _ in due])
-        calls: list[ScriptCall] = []
-        fired: list[tuple[int, str, Plan]] = []  # (index in calls, name, what it fires)
-        for (name, stored_ms, raw), (version, last_id) in zip(due, progress, strict=True):
-            schedule = self._parse(name, raw)
+        versions = self._versions
+        # Progress is read for a definition not seen before, and for "replace" (the
+        # previous run, to cancel): nothing else needs it.
+        wanted = [
+            name
+            for name, _, schedule in due
+            if schedule is not None and (name not in versions or schedule.concurrency == "replace")
+        ]
+        progress = await self._progress(wanted) if wanted else {}
+        for name, (version, _) in progress.items():
+            versions[name] = version
+        blocks: builtins.list[FireBlock] = []
+        fired: builtins.list[tuple[int, str, Plan]] = []  # (index in blocks, name, firing)
+        for name, stored_ms, schedule in due:
+            if schedule is not None and not versions[name]:
+                self._unversioned(name)
+                schedule = None
             if schedule is None:
-                calls.append(self._skip_broken(name, stored_ms, now_ms))
+                blocks.append(self._skip_broken(name, stored_ms, now_ms))
                 continue
             firing = plan(schedule, stored_ms / 1000.0, now)
-            if schedule.concurrency == "replace" and firing.ticks and last_id:
-                await self._store.cancel(last_id)  # then the tick runs (see schedule.py)
-            fired.append((len(calls), name, firing))
-            calls.append(self.schedules.fire_call(schedule, version, stored_ms, firing))
-        try:
-            replies = await self._store.run_calls(calls)
-        except NoScriptError:  # Redis lost its scripts (a restart): reloaded, send again
-            replies = await self._store.run_calls(calls)
+            if schedule.concurrency == "replace" and firing.ticks:
+                last_id = progress[name][1]
+                if last_id:
+                    await self._store.cancel(last_id)  # then the tick runs (see schedule.py)
+            fired.append((len(blocks), name, firing))
+            blocks.append(self.schedules.fire_block(schedule, versions[name], stored_ms, firing))
+        call = self.schedules.fire_call(blocks)
+        replies = await call.script(keys=call.keys, args=call.args)
+        missed: builtins.list[tuple[str, int]] = []
+        skipped: builtins.list[tuple[str, int]] = []
+        again = len(due) >= _DUE_BATCH  # more were due than read: at once
         for index, name, firing in fired:
             result = replies[index]
-            if int(result[0]) == 1:
-                self._count(name, firing, int(result[2]))
-        if len(due) >= _DUE_BATCH:
-            return 0.0  # more were due than read: at once
+            status = int(result[0])
+            if status == 1:
+                self._count(name, firing, int(result[2]), missed, skipped)
+            elif status == -2:  # changed since its version was read: read it again
+                versions.pop(name, None)
+                again = again or name not in progress  # (a version kept from before: at once)
+        self._log_batch(missed, skipped)
+        if again:
+            return 0.0
         nexts = [firing.next_tick - now for _, _, firing in fired]
         if later_ms >= 0:
             nexts.append(later_ms / 1000.0)
         return max(0.0, min(nexts)) if nexts else None
 
-    async def _progress(self, names: list[str]) -> list[tuple[str, str | None]]:
-        """(version, last activity id) of each schedule, in one round trip."""
+    async def _progress(self, names: list[str]) -> dict[str, tuple[str, str | None]]:
+        """name -> (version, last activity id), in one round trip."""
         k = self._store.keys
         async with self._store.redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hmget(k.schedule_state(name), ["version", "last_activity_id"])
             replies = await pipe.execute()
-        return [(str(v or ""), None if last is None else str(last)) for v, last in replies]
+        return {
+            name: (str(v or ""), None if last is None else str(last))
+            for name, (v, last) in zip(names, replies, strict=True)
+        }
 
-    def _count(self, name: str, firing: Plan, skipped: int) -> None:
+    def _count(
+        self,
+        name: str,
+        firing: Plan,
+        skipped: int,
+        missed_by: builtins.list[tuple[str, int]],
+        skipped_by: builtins.list[tuple[str, int]],
+    ) -> None:
         metrics = self._metrics
         fired = len(firing.ticks) - skipped
         if fired:
             metrics.inc_counter(SCHEDULE_FIRED, fired)
-            log.debug("schedule %s fired %d tick(s)", name, fired)
         if skipped:
             metrics.inc_counter(SCHEDULE_SKIPPED, skipped)
-            log.info("schedule %s: %d tick(s) skipped, its previous run is not done", name, skipped)
+            skipped_by.append((name, skipped))
         if firing.missed:
             metrics.inc_counter(SCHEDULE_MISSED, firing.missed)
-            log.warning("schedule %s: %d tick(s) missed", name, firing.missed)
+            missed_by.append((name, firing.missed))
+
+    def _log_batch(
+        self, missed: builtins.list[tuple[str, int]], skipped: builtins.list[tuple[str, int]]
+    ) -> None:
+        """One line per firing for each kind (a worker starting after every firer was down
+        may find thousands of schedules with missed ticks: one line each drowned the log and
+        cost more than the firing)."""
+        queue = self._store.keys.queue
+        if missed:
+            log.warning(
+                "queue %s: %s tick(s) missed (nothing was firing, or past the starting"
+                " deadline) by %s",
+                queue,
+                sum(n for _, n in missed),
+                _named(missed),
+            )
+        if skipped:
+            log.info(
+                "queue %s: %s tick(s) skipped, the previous run not done (concurrency"
+                " forbid) by %s",
+                queue,
+                sum(n for _, n in skipped),
+                _named(skipped),
+            )
 
     def _parse(self, name: str, raw: str) -> Schedule | None:
         cached = self._parsed.get(name)
@@ -345,6 +415,7 @@ class ScheduleFirer:
             except ConfigurationError as exc:
                 parsed = exc
             self._parsed[name] = (raw, parsed)
+            self._versions.pop(name, None)  # a new definition: a new version
         if isinstance(parsed, ConfigurationError):
             if raw not in self._broken_logged:
                 self._broken_logged.add(raw)
@@ -360,12 +431,22 @@ class ScheduleFirer:
             return None
         return parsed
 
-    def _skip_broken(self, name: str, stored_ms: int, now_ms: int) -> ScriptCall:
+    def _unversioned(self, name: str) -> None:
+        """A schedule whose progress has no version (not written by runnerq: the ids of its
+        ticks cannot be made) is not fired; said once."""
+        self._versions.pop(name, None)  # (read again next time: it may have been fixed)
+        if ("version", name) not in self._broken_logged:
+            self._broken_logged.add(("version", name))
+            log.error(
+                "schedule %s on queue %s has no version in its progress (%s): not fired;"
+                " remove it and add it again",
+                name,
+                self._store.keys.queue,
+                self._store.keys.schedule_state(name),
+            )
+
+    def _skip_broken(self, name: str, stored_ms: int, now_ms: int) -> FireBlock:
         """Move an unreadable schedule a minute on (so that it does not keep its firers
         busy), firing nothing; it stays in Redis for people to fix."""
-        k = self._store.keys
-        return ScriptCall(
-            self._store.scripts.schedule_fire,
-            [k.jobs, k.ready, k.notify, k.seq, k.stats, k.schedule_next, k.schedule_state(name)],
-            [name, stored_ms, now_ms + _BROKEN_RETRY_MS, "allow", 0, 2, NOTIFY_CAP, "*"],
-        )
+        args = [name, stored_ms, now_ms + _BROKEN_RETRY_MS, "allow", 0, 2, "*", 0]
+        return FireBlock(self._store.keys.schedule_state(name), args)

@@ -4,6 +4,7 @@ overlap policies, suspend and resume, run now, owners, and bad input."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -125,6 +126,29 @@ async def test_catch_up_after_an_hour_with_nothing_firing(
     # Fired again at once: nothing more (the tick moved on).
     await firer.fire_due()
     assert (await client.get_stats()).pending == runs
+
+
+async def test_missed_ticks_of_many_schedules_are_one_log_line(
+    client: ActivityClient, raw_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that starts after every firer was down finds many schedules behind: one
+    warning per firing names them (the first ten) and the count, not one line each."""
+    names = [f"s{i:02}" for i in range(25)]
+    await asyncio.gather(*(client.schedules.upsert(Schedule(n, "t", every=60)) for n in names))
+    for n in names:
+        await _backdate(raw_redis, client.queue_name, n, 600)
+    now = await client.schedules.redis_time()
+    if not 3 < now % 60 < 55:  # keep clear of an on-time tick (ON_TIME is 2 s)
+        await asyncio.sleep((63.5 - now % 60) % 60)
+    with caplog.at_level(logging.INFO, logger="runnerq"):
+        await ScheduleFirer(client.store).fire_due()
+    lines = [r.getMessage() for r in caplog.records if "missed" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"queue {client.queue_name}: " in lines[0] and "and 15 more schedule(s)" in lines[0]
+    infos = await client.schedules.list()
+    total = sum(info.state.missed for info in infos)
+    assert len(infos) == 25 and total >= 25 * 10
+    assert f": {total} tick(s) missed" in lines[0]
 
 
 async def test_a_retried_or_concurrent_firing_adds_nothing(
@@ -261,6 +285,81 @@ async def test_an_unreadable_stored_schedule_is_logged_and_left_alone(
     [bad, good] = await store.list()
     assert bad.schedule is None and bad.error and "not JSON" in bad.error
     assert good.schedule is not None
+
+
+async def test_progress_without_a_version_is_logged_and_moved_on(
+    client: ActivityClient, raw_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Progress not written by runnerq (no version: the ids of its ticks cannot be made) is
+    not fired, said once, and moved a minute on; the rest of the batch fires."""
+    store = client.schedules
+    await store.upsert(Schedule("good", "t", every=60, catch_up="latest"))
+    await store.upsert(Schedule("odd", "t", every=60, catch_up="latest"))
+    keys = QueueKeys(client.queue_name)
+    await raw_redis.hdel(keys.schedule_state("odd"), "version")
+    await _backdate(raw_redis, client.queue_name, "good", 1)
+    await _backdate(raw_redis, client.queue_name, "odd", 1)
+    firer = ScheduleFirer(client.store)
+    wait = await firer.fire_due()
+    assert wait is not None and wait > 0
+    assert "schedule odd on queue" in caplog.text and "no version" in caplog.text
+    assert (await client.get_stats()).pending == 1  # the good one fired
+    assert await _stored_next(raw_redis, client.queue_name, "odd") > time.time() + 30
+
+
+async def test_a_definition_added_again_is_fired_with_its_new_version(
+    client: ActivityClient, raw_redis: aioredis.Redis
+) -> None:
+    """A firer keeps each definition's version; removed and added again, the same
+    definition has a new one: the firing made with the old one is refused by the script,
+    and the firer reads the version again and fires."""
+    store = client.schedules
+    schedule = Schedule("s", "t", every=60, catch_up="latest")
+    await store.upsert(schedule)
+    await _backdate(raw_redis, client.queue_name, "s", 1)
+    firer = ScheduleFirer(client.store)
+    await firer.fire_due()
+    assert (await client.get_stats()).pending == 1
+    await store.remove("s")
+    await store.upsert(schedule)
+    await _backdate(raw_redis, client.queue_name, "s", 1)
+    assert await firer.fire_due() == 0.0  # refused: at once, again
+    await firer.fire_due()
+    info = await store.get("s")
+    assert info is not None and info.state.fired == 1
+    assert (await client.get_stats()).pending == 2
+
+
+async def test_one_firing_call_answers_each_schedule_on_its_own(
+    client: ActivityClient, raw_redis: aioredis.Redis
+) -> None:
+    """The script fires a batch: a schedule someone else fired, one not due by Redis's
+    clock and one whose version changed do nothing; the others fire."""
+    from runnerq.schedule import Plan
+
+    store = client.schedules
+    names = ["a", "b", "c", "d"]
+    for n in names:
+        await store.upsert(Schedule(n, "t", every=60))
+    keys = QueueKeys(client.queue_name)
+    stored = {n: int(await raw_redis.zscore(keys.schedule_next, n) or 0) for n in names}
+    version = {n: str(await raw_redis.hget(keys.schedule_state(n), "version")) for n in names}
+    now = await store.redis_time()
+    due, later = Plan((now - 1,), 0, now + 60), Plan((now + 30,), 0, now + 60)
+    blocks = [
+        store.fire_block(Schedule(n, "t", every=60), version[n], stored[n], due) for n in "ab"
+    ]
+    blocks[1].args[1] = stored["b"] - 60_000  # read before someone fired it
+    blocks.append(store.fire_block(Schedule("c", "t", every=60), version["c"], stored["c"], later))
+    blocks.append(store.fire_block(Schedule("d", "t", every=60), "stale", stored["d"], due))
+    call = store.fire_call(blocks)
+    replies = await call.script(keys=call.keys, args=call.args)
+    assert [int(r[0]) for r in replies] == [1, 0, -1, -2]
+    assert [int(x) for x in replies[0]] == [1, 1, 0]
+    assert (await client.get_stats()).pending == 1
+    assert int(await raw_redis.zscore(keys.schedule_next, "a") or 0) == round((now + 60) * 1000)
+    for n in ("b", "c", "d"):
+        assert int(await raw_redis.zscore(keys.schedule_next, n) or 0) == stored[n]
 
 
 @pytest.mark.parametrize(
