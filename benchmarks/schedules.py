@@ -11,14 +11,16 @@ part of the default run).
   the next tick, at most 1 s); an observer blocked on the queue's wake-up list reads each
   activity as it lands in the ready set: arrival minus tick. This is not the operator's own
   loop (being written in ``operator/runnerq_operator`` at the time of writing);
-* cost of schedules: processing throughput at concurrency 10 (the processing row's method:
-  ``cost_n`` no-ops enqueued first, then one worker) with ``cost_schedules`` schedules on the
-  queue, every one firing once a minute on its own second (6-field cron ``S * * * * *``, S
-  spread over 0-59: about cost_schedules/60 ticks a second), against none; the worker runs
-  the ticks' activities too and the rate counts them (claims per second). Rounds alternate
+* cost of schedules: processing throughput at concurrency 10 with ``cost_schedules``
+  schedules on the queue, every one firing once a minute on its own second (6-field cron
+  ``S * * * * *``, S spread over 0-59: about cost_schedules/60 ticks a second), against none.
+  Each run is a fresh process (``cost-run``): ``cost_n`` no-ops enqueued, the schedules
+  written and moved to their first tick from now (none overdue: a worker joining a queue
+  whose schedules are being fired finds them so), then an in-process worker until every
+  no-op ran; the rate, and the CPU per activity of the worker and of Redis. Rounds alternate
   the two, ``cost_rounds`` times; medians.
 
-Run as ``python -m benchmarks.schedules worker|firer ...`` for the subprocesses.
+Run as ``python -m benchmarks.schedules worker|firer|cost-run ...`` for the subprocesses.
 """
 
 from __future__ import annotations
@@ -62,12 +64,12 @@ class ScheduleSettings:
     lateness_schedules: int = 10
     lateness_workers: int = 2
     cost_schedules: int = 10_000
-    cost_n: int = 50_000
-    cost_rounds: int = 3
+    cost_n: int = 60_000
+    cost_rounds: int = 8
 
     @classmethod
     def quick(cls) -> ScheduleSettings:
-        return cls(lateness_seconds=8.0, cost_n=30_000, cost_rounds=2)
+        return cls(lateness_seconds=8.0, cost_n=30_000, cost_rounds=4)
 
 
 def run_schedule_rows(
@@ -202,39 +204,65 @@ async def _observe(url: str, seconds: float) -> list[tuple[str, float, float]]:
 def _cost(
     scenarios: Scenarios, ad: Adapter, ss: ScheduleSettings, say: Callable[[str], None]
 ) -> dict[str, Cell]:
-    spread = [(f"s{i}", {"cron": f"{i % 60} * * * * *"}) for i in range(ss.cost_schedules)]
-
-    def prepare() -> None:
-        t0 = time.monotonic()
-        asyncio.run(_upsert(ad.url, spread))
-        say(f"   {ss.cost_schedules} schedules written in {time.monotonic() - t0:.1f}s")
-
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    """Rounds alternate a run without schedules and one with ``cost_schedules`` (which goes
+    first alternates too); each run is a fresh process (``cost-run`` below)."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     notes: list[str] = []
-    for _ in range(ss.cost_rounds):
-        for with_schedules in (False, True):
+    for round_no in range(ss.cost_rounds):
+        order = (False, True) if round_no % 2 == 0 else (True, False)
+        for with_schedules in order:
+            scenarios.flush()
             try:
-                cell, _ = scenarios.throughput(
-                    ad, 10, n=ss.cost_n, prepare=prepare if with_schedules else None
-                )
-            except AdapterError as exc:
-                notes.append(str(exc))
+                got = _cost_run(ad.url, ss.cost_schedules if with_schedules else 0, ss.cost_n)
+            except (subprocess.CalledProcessError, ValueError) as exc:
+                notes.append(f"a run failed: {exc}")
                 continue
-            if cell.value is not None:
-                rates[with_schedules].append(cell.value)
-            if cell.note:
-                notes.append(cell.note)
-            say(f"   schedules={with_schedules}: {cell.value:,.0f}/s")
-    note = "; ".join(dict.fromkeys(notes)) or None
-    base = statistics.median(rates[False]) if rates[False] else None
-    loaded = statistics.median(rates[True]) if rates[True] else None
+            finally:
+                scenarios.flush()
+            runs[with_schedules].append(got)
+            say(
+                f"   schedules={with_schedules}: {got['rate']:,.0f}/s, worker "
+                f"{got['python_us']:.1f} us + redis {got['redis_us']:.1f} us per activity"
+                + (f", {got['ticks']:.0f} ticks run" if with_schedules else "")
+            )
+
+    def median(with_schedules: bool, key: str) -> float | None:
+        values = [r[key] for r in runs[with_schedules]]
+        return statistics.median(values) if values else None
+
+    base, loaded = median(False, "rate"), median(True, "rate")
     cost = None if not base or loaded is None else (base - loaded) / base * 100
-    rounds = f"median of {ss.cost_rounds} alternating rounds: {rates}"
+    cpu = {w: [r["python_us"] + r["redis_us"] for r in runs[w]] for w in (False, True)}
+    cpu_note = ""
+    if cpu[False] and cpu[True]:
+        cpu0, cpu1 = statistics.median(cpu[False]), statistics.median(cpu[True])
+        cpu_note = f"; CPU per activity (worker + Redis) {cpu0:.1f} -> {cpu1:.1f} us"
+        cpu_note += f" ({(cpu1 / cpu0 - 1) * 100:+.1f}%)"
+    rates = {w: [round(r["rate"]) for r in runs[w]] for w in (False, True)}
+    text = f"median of {ss.cost_rounds} alternating rounds{cpu_note}; rates {rates}"
+    note = "; ".join(dict.fromkeys(notes)) or None
     return {
-        "process_c10_no_schedules": Cell(base, note, rates[False] or None),
-        "process_c10_schedules": Cell(loaded, note, rates[True] or None),
-        "schedules_cost_pct": Cell(cost, rounds),
+        "process_c10_no_schedules": Cell(base, note, [float(x) for x in rates[False]] or None),
+        "process_c10_schedules": Cell(loaded, note, [float(x) for x in rates[True]] or None),
+        "schedules_cost_pct": Cell(cost, text),
     }
+
+
+def _cost_run(url: str, schedules: int, n: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    args = ["--url", url, "--schedules", str(schedules), "--n", str(n)]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.schedules", "cost-run", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    values: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return values
 
 
 async def _upsert(url: str, specs: list[tuple[str, dict[str, Any]]]) -> None:
@@ -295,13 +323,84 @@ def _firer(a: argparse.Namespace) -> None:
     asyncio.run(loop())
 
 
+def _cost_run_main(a: argparse.Namespace) -> None:
+    """One run of the cost rows: ``--n`` no-ops enqueued, then (with ``--schedules``) the
+    schedules written, each moved to its first tick from now (as a firer running all along
+    would have left them: none is overdue when the worker starts), then a worker in this
+    process (concurrency 10, Prometheus metrics on, as in the processing rows) until every
+    no-op has run. Prints the rate (activities run per second, the ticks' included) and the
+    CPU per activity of this process and of Redis, from the worker's start to the end."""
+    import redis
+
+    from runnerq import ActivityClient, ActivityContext, WorkerEngine
+    from runnerq.keys import QueueKeys
+    from runnerq.prometheus import PrometheusMetrics
+    from runnerq.triggers import make_trigger
+
+    def redis_cpu(r: redis.Redis) -> float:
+        info = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    async def run() -> None:
+        r = redis.Redis.from_url(a.url)
+        async with ActivityClient(a.url, "bench") as client:
+            for start in range(0, a.n, 5000):
+                batch = range(start, min(a.n, start + 5000))
+                await client.enqueue_many(("noop", {"i": i}) for i in batch)
+            if a.schedules:
+                crons = {f"s{i}": f"{i % 60} * * * * *" for i in range(a.schedules)}
+                await _upsert(a.url, [(name, {"cron": c}) for name, c in crons.items()])
+                now = await client.schedules.redis_time()
+                nexts = {
+                    name: round(make_trigger(c, None).next_after(now) * 1000)
+                    for name, c in crons.items()
+                }
+                r.zadd(QueueKeys("bench").schedule_next, nexts, xx=True)
+            engine = WorkerEngine(a.url, "bench", max_workers=10, metrics=PrometheusMetrics("b"))
+            ran = ticks = 0
+            done = asyncio.Event()
+
+            @engine.activity("noop")
+            async def noop(payload: Any, ctx: ActivityContext) -> None:
+                nonlocal ran
+                ran += 1
+                if ran >= a.n:
+                    done.set()
+
+            @engine.activity("tick")
+            async def tick(payload: Any, ctx: ActivityContext) -> None:
+                nonlocal ticks
+                ticks += 1
+
+            redis0, py0, t0 = redis_cpu(r), time.process_time(), time.perf_counter()
+            runner = asyncio.ensure_future(engine.start())
+            await done.wait()
+            t1, py1, redis1 = time.perf_counter(), time.process_time(), redis_cpu(r)
+            total = ran + ticks
+            await engine.stop()
+            await runner
+        print(
+            json.dumps(
+                {
+                    "rate": total / (t1 - t0),
+                    "python_us": (py1 - py0) / total * 1e6,
+                    "redis_us": (redis1 - redis0) / total * 1e6,
+                    "ticks": ticks,
+                }
+            )
+        )
+
+    asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.schedules")
-    ap.add_argument("role", choices=["worker", "firer"])
+    ap.add_argument("role", choices=["worker", "firer", "cost-run"])
     ap.add_argument("--url", required=True)
     ap.add_argument("--schedules", type=int, default=10)
+    ap.add_argument("--n", type=int, default=60_000)
     a = ap.parse_args(argv)
-    (_worker if a.role == "worker" else _firer)(a)
+    {"worker": _worker, "firer": _firer, "cost-run": _cost_run_main}[a.role](a)
 
 
 if __name__ == "__main__":
