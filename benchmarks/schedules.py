@@ -9,8 +9,9 @@ part of the default run).
 * tick lateness, firer only: no worker at all (a queue scaled to zero), one process running
   ``ScheduleFirer`` in a minimal loop shaped like the operator's (fire what is due, sleep until
   the next tick, at most 1 s); an observer blocked on the queue's wake-up list reads each
-  activity as it lands in the ready set: arrival minus tick. This is not the operator's own
-  loop (being written in ``operator/runnerq_operator`` at the time of writing);
+  activity as it lands in the ready set: arrival minus tick;
+* tick lateness, operator only: the same observed, with the operator itself firing (a real
+  control plane started for the row; see ``_lateness_operator``);
 * cost of schedules: processing throughput at concurrency 10 with ``cost_schedules``
   schedules on the queue, every one firing once a minute on its own second (6-field cron
   ``S * * * * *``, S spread over 0-59: about cost_schedules/60 ticks a second), against none.
@@ -50,6 +51,8 @@ KEYS = (
     "tick_workers_p99",
     "tick_firer_p50",
     "tick_firer_p99",
+    "tick_operator_p50",
+    "tick_operator_p99",
     "process_c10_no_schedules",
     "process_c10_schedules",
     "schedules_cost_pct",
@@ -77,11 +80,18 @@ def run_schedule_rows(
 ) -> dict[str, Cell]:
     out: dict[str, Cell] = {}
     url = ad.url
-    for prefix, fn in (("tick_workers", _lateness_workers), ("tick_firer", _lateness_firer)):
+    rows = (
+        ("tick_workers", _lateness_workers),
+        ("tick_firer", _lateness_firer),
+        ("tick_operator", _lateness_operator),
+    )
+    for prefix, fn in rows:
         scenarios.flush()
         try:
             out.update(fn(url, ss, prefix))
-        except (AdapterError, OSError) as exc:
+        except (AdapterError, OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            out.update({f"{prefix}_p50": Cell(None, f"error: {exc}")})
+        except AssertionError as exc:  # (the e2e harness's waits: the operator did not start)
             out.update({f"{prefix}_p50": Cell(None, f"error: {exc}")})
         finally:
             scenarios.flush()
@@ -162,6 +172,51 @@ def _lateness_firer(url: str, ss: ScheduleSettings, prefix: str) -> dict[str, Ce
     finally:
         _stop([firer])
     note = f"no worker; {ss.lateness_schedules} every-1s schedules; minimal firer loop"
+    return _summary(prefix, samples, note)
+
+
+def _lateness_operator(url: str, ss: ScheduleSettings, prefix: str) -> dict[str, Cell]:
+    """The operator itself (``python -m runnerq_operator``, as the e2e tests run it) on a real
+    etcd + kube-apiserver started here (the e2e suite's binaries, built on first use), one
+    ActivityQueue with ``lateness_schedules`` every-1-second schedules in ``spec.schedules``
+    and no worker anywhere: the operator writes them to Redis and fires them."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.e2e.binaries import ensure_binaries
+    from tests.e2e.cluster import start_control_plane
+    from tests.e2e.operator_harness import OperatorProcess, activity_queue, install_crd
+
+    binaries = ensure_binaries()
+    with (
+        start_control_plane(binaries, with_nodes=False) as plane,
+        tempfile.TemporaryDirectory(prefix="runnerq-bench-operator-") as tmp,
+    ):
+        install_crd(plane)
+        namespace = "bench"
+        plane.kubectl("create", "namespace", namespace)
+        operator = OperatorProcess(plane.kubeconfig, namespace, Path(tmp) / "operator.log")
+        operator.start()
+        try:
+            items = [
+                {"name": f"s{i}", "everySeconds": 1, "activity": {"type": "tick"}}
+                for i in range(ss.lateness_schedules)
+            ]
+            plane.apply(
+                activity_queue(
+                    "bench",
+                    namespace,
+                    url,
+                    "bench",
+                    scaling={"minReplicas": 0, "maxReplicas": 1, "pollIntervalSeconds": 5},
+                    schedules=items,
+                )
+            )
+            samples = asyncio.run(_observe(url, ss.lateness_seconds + _WARMUP + 5))
+        finally:
+            operator.stop()
+    # (the first seconds go to the operator seeing the resource and writing the schedules)
+    note = f"the operator alone (poll interval 5 s); {ss.lateness_schedules} every-1s schedules"
     return _summary(prefix, samples, note)
 
 
