@@ -35,7 +35,7 @@ from .future import ActivityFuture
 from .handler import ActivityHandler
 from .history import ActivityEvent, Progress, Throughput
 from .limits import KeyLimit, Limits, LimitStats, Rate, TypeLimit
-from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics
+from .metrics import InMemoryMetrics, MetricsSink, NoopMetrics, ScheduleMetricsSink
 from .options import ActivityOption
 from .presence import WorkerInfo, list_queues
 from .priority import ActivityPriority
@@ -90,6 +90,7 @@ __all__ = [
     "Schedule",
     "ScheduleConflictError",
     "ScheduleInfo",
+    "ScheduleMetricsSink",
     "ScheduleState",
     "ScheduleStore",
     "SerializationError",

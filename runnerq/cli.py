@@ -122,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="serve /metrics, /healthz, /readyz (env RUNNERQ_METRICS_PORT)",
     )
+    worker.add_argument(
+        "--no-schedule-labels",
+        action="store_true",
+        help="count schedule ticks per queue only, not also per schedule (for queues with"
+        " very many schedules; env RUNNERQ_SCHEDULE_LABELS=0)",
+    )
 
     stats = sub.add_parser("stats", parents=[common], help="print the queue's statistics")
     stats.add_argument("--json", action="store_true", help="print JSON")
@@ -373,7 +379,9 @@ async def _worker(args: argparse.Namespace) -> int:
     engine.configure(**changes)
     port = args.metrics_port if args.metrics_port is not None else _int_env("RUNNERQ_METRICS_PORT")
     if port is not None:
-        engine.configure(metrics=_with_prometheus(engine))  # after the queue name is final
+        labels = not args.no_schedule_labels and _env("RUNNERQ_SCHEDULE_LABELS") != "0"
+        # (after the queue name is final)
+        engine.configure(metrics=_with_prometheus(engine, schedule_labels=labels))
     server = None
     if port is not None:
         server = HealthServer(lambda: engine.worker is not None and engine.worker.ready, port)
@@ -387,12 +395,12 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_prometheus(engine: WorkerEngine) -> Any:
+def _with_prometheus(engine: WorkerEngine, *, schedule_labels: bool) -> Any:
     from .metrics import FanoutMetrics, NoopMetrics
     from .prometheus import PrometheusMetrics
 
     queue = engine.queue_name
-    prom = PrometheusMetrics(queue=queue)
+    prom = PrometheusMetrics(queue=queue, schedule_labels=schedule_labels)
     if isinstance(engine.metrics, NoopMetrics):
         return prom
     return FanoutMetrics(engine.metrics, prom)

@@ -11,7 +11,8 @@ counters
     ``redis_errors``, ``schedule_fired``, ``schedule_skipped`` (a tick not run: the previous
     run was not done, concurrency "forbid"), ``schedule_missed`` (ticks that passed with
     nothing firing, or past their starting deadline: see ``runnerq.schedule``); counted by
-    the firer whose call ran the tick, so once whoever fires
+    the firer whose call ran the tick, so once whoever fires. A sink that also has
+    ``inc_schedule_counter`` (``ScheduleMetricsSink``) is told each schedule's share too
 durations (seconds)
     ``activity_execution`` (handler run time), ``activity_queue_wait`` (first attempts:
     from when it became ready, i.e. enqueued, due, or sent back from the dead letters, to its
@@ -50,6 +51,7 @@ __all__ = [
     "InMemoryMetrics",
     "MetricsSink",
     "NoopMetrics",
+    "ScheduleMetricsSink",
 ]
 
 ACTIVITY_COMPLETED = "activity_completed"
@@ -99,6 +101,15 @@ class MetricsSink(Protocol):
     def observe_duration(self, name: str, seconds: float) -> None: ...
 
 
+@runtime_checkable
+class ScheduleMetricsSink(Protocol):
+    """A sink that counts the schedule counters (``schedule_fired``, ``schedule_skipped``,
+    ``schedule_missed``) per schedule as well: the firer calls this besides
+    ``inc_counter``."""
+
+    def inc_schedule_counter(self, name: str, schedule: str, value: int = 1) -> None: ...
+
+
 class NoopMetrics:
     """Reports nowhere: the default."""
 
@@ -116,10 +127,16 @@ class InMemoryMetrics:
         self._lock = threading.Lock()
         self.counters: dict[str, int] = defaultdict(int)
         self.durations: dict[str, list[float]] = defaultdict(list)
+        # (counter, schedule) -> count, for the schedule counters
+        self.schedule_counters: dict[tuple[str, str], int] = defaultdict(int)
 
     def inc_counter(self, name: str, value: int = 1) -> None:
         with self._lock:
             self.counters[name] += value
+
+    def inc_schedule_counter(self, name: str, schedule: str, value: int = 1) -> None:
+        with self._lock:
+            self.schedule_counters[name, schedule] += value
 
     def observe_duration(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -135,6 +152,11 @@ class FanoutMetrics:
     def inc_counter(self, name: str, value: int = 1) -> None:
         for sink in self.sinks:
             sink.inc_counter(name, value)
+
+    def inc_schedule_counter(self, name: str, schedule: str, value: int = 1) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, ScheduleMetricsSink):
+                sink.inc_schedule_counter(name, schedule, value)
 
     def observe_duration(self, name: str, seconds: float) -> None:
         for sink in self.sinks:

@@ -3,7 +3,11 @@
 Counters become ``<namespace>_<name>_total`` and durations histograms
 ``<namespace>_<name>_seconds``, each with a ``queue`` label. Every metric the engine reports
 (``runnerq.metrics``) is exposed from the start, at zero, for each queue a sink is made for;
-other names appear when first reported.
+other names appear when first reported. The schedule counters are also kept per schedule, as
+``<namespace>_schedule_ticks_total{queue, schedule, outcome}`` (outcome ``fired``,
+``skipped`` or ``missed``; a series appears with the first tick it counts), unless the sink
+is made with ``schedule_labels=False`` (for a queue with so many schedules that a series
+each is too many: the counts stay per schedule in Redis, ``runnerq stats``).
 
 Reporting is on the worker's hot path (two durations per activity), so the sink keeps plain
 numbers, one small lock per series, and a collector turns them into metric families only when
@@ -24,7 +28,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from .metrics import COUNTERS, DURATIONS
+from .metrics import COUNTERS, DURATIONS, SCHEDULE_FIRED, SCHEDULE_MISSED, SCHEDULE_SKIPPED
 
 try:
     import prometheus_client
@@ -56,6 +60,7 @@ DURATION_BUCKETS = (
     300.0,
     math.inf,
 )
+_OUTCOMES = {SCHEDULE_FIRED: "fired", SCHEDULE_SKIPPED: "skipped", SCHEDULE_MISSED: "missed"}
 # The ``le`` labels as prometheus-client writes them (Go's float format for these bounds).
 _BUCKET_LABELS = tuple("+Inf" if math.isinf(b) else repr(b) for b in DURATION_BUCKETS)
 
@@ -96,6 +101,7 @@ class _Collector:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[str, _Counter]] = {n: {} for n in COUNTERS}
         self._histograms: dict[str, dict[str, _Histogram]] = {n: {} for n in DURATIONS}
+        self._ticks: dict[tuple[str, str, str], _Counter] = {}  # (queue, schedule, outcome)
 
     def counter(self, name: str, queue: str) -> _Counter:
         with self._lock:
@@ -105,6 +111,10 @@ class _Collector:
         with self._lock:
             return self._histograms.setdefault(name, {}).setdefault(queue, _Histogram())
 
+    def ticks(self, queue: str, schedule: str, outcome: str) -> _Counter:
+        with self._lock:
+            return self._ticks.setdefault((queue, schedule, outcome), _Counter())
+
     def describe(self) -> Iterator[Any]:
         # The names this collector stands for, so that a registry refuses a clashing metric.
         counters, histograms = self._families()
@@ -112,6 +122,7 @@ class _Collector:
             yield self._counter_family(name)
         for name in histograms:
             yield self._histogram_family(name)
+        yield self._ticks_family()
 
     def collect(self) -> Iterator[Any]:
         counters, histograms = self._families()
@@ -126,6 +137,12 @@ class _Collector:
                 buckets, total = histogram.snapshot()
                 family.add_metric([queue], buckets, total)
             yield family
+        with self._lock:
+            ticks = sorted(self._ticks.items())
+        family = self._ticks_family()
+        for labels, counter in ticks:
+            family.add_metric(list(labels), counter.value)
+        yield family
 
     def _families(self) -> tuple[dict[str, dict[str, _Counter]], dict[str, dict[str, _Histogram]]]:
         with self._lock:
@@ -136,6 +153,13 @@ class _Collector:
     def _counter_family(self, name: str) -> Any:
         return CounterMetricFamily(
             f"{self.namespace}_{name}", f"runnerq {name.replace('_', ' ')}", labels=["queue"]
+        )
+
+    def _ticks_family(self) -> Any:
+        return CounterMetricFamily(
+            f"{self.namespace}_schedule_ticks",
+            "runnerq schedule ticks by schedule and outcome (fired, skipped, missed)",
+            labels=["queue", "schedule", "outcome"],
         )
 
     def _histogram_family(self, name: str) -> Any:
@@ -171,8 +195,12 @@ class PrometheusMetrics:
         queue: str,
         registry: Any = None,
         namespace: str = "runnerq",
+        *,
+        schedule_labels: bool = True,
     ) -> None:
         self.queue = queue
+        self.schedule_labels = schedule_labels
+        self._ticks: dict[tuple[str, str], _Counter] = {}  # (schedule, outcome)
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
         self.namespace = namespace
         self._collector = _collector(self.registry, namespace)
@@ -185,6 +213,18 @@ class PrometheusMetrics:
         counter = self._counters.get(name)
         if counter is None:
             counter = self._counters[name] = self._collector.counter(name, self.queue)
+        with counter.lock:
+            counter.value += value
+
+    def inc_schedule_counter(self, name: str, schedule: str, value: int = 1) -> None:
+        outcome = _OUTCOMES.get(name)
+        if not self.schedule_labels or outcome is None:
+            return
+        counter = self._ticks.get((schedule, outcome))
+        if counter is None:
+            counter = self._ticks[schedule, outcome] = self._collector.ticks(
+                self.queue, schedule, outcome
+            )
         with counter.lock:
             counter.value += value
 

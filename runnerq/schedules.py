@@ -21,7 +21,14 @@ from typing import Any
 
 from .config import NOTIFY_CAP
 from .errors import ConfigurationError, ScheduleConflictError
-from .metrics import SCHEDULE_FIRED, SCHEDULE_MISSED, SCHEDULE_SKIPPED, MetricsSink, NoopMetrics
+from .metrics import (
+    SCHEDULE_FIRED,
+    SCHEDULE_MISSED,
+    SCHEDULE_SKIPPED,
+    MetricsSink,
+    NoopMetrics,
+    ScheduleMetricsSink,
+)
 from .record import ActivityRecord
 from .schedule import Plan, Schedule, ScheduleState, plan, validate_schedule_name
 from .store import QueueStore, ScriptCall
@@ -281,6 +288,9 @@ class ScheduleFirer:
         self._store = store
         self.schedules = ScheduleStore(store)
         self._metrics = metrics or NoopMetrics()
+        self._per_schedule = (
+            self._metrics if isinstance(self._metrics, ScheduleMetricsSink) else None
+        )
         # name -> (its stored JSON, parsed): as many entries as the queue has schedules
         self._parsed: dict[str, tuple[str, Schedule | ConfigurationError]] = {}
         # name -> the version its stored JSON was written with (read once per definition:
@@ -370,16 +380,20 @@ class ScheduleFirer:
         missed_by: builtins.list[tuple[str, int]],
         skipped_by: builtins.list[tuple[str, int]],
     ) -> None:
-        metrics = self._metrics
         fired = len(firing.ticks) - skipped
         if fired:
-            metrics.inc_counter(SCHEDULE_FIRED, fired)
+            self._inc(SCHEDULE_FIRED, name, fired)
         if skipped:
-            metrics.inc_counter(SCHEDULE_SKIPPED, skipped)
+            self._inc(SCHEDULE_SKIPPED, name, skipped)
             skipped_by.append((name, skipped))
         if firing.missed:
-            metrics.inc_counter(SCHEDULE_MISSED, firing.missed)
+            self._inc(SCHEDULE_MISSED, name, firing.missed)
             missed_by.append((name, firing.missed))
+
+    def _inc(self, counter: str, schedule: str, value: int) -> None:
+        self._metrics.inc_counter(counter, value)
+        if self._per_schedule is not None:
+            self._per_schedule.inc_schedule_counter(counter, schedule, value)
 
     def _log_batch(
         self, missed: builtins.list[tuple[str, int]], skipped: builtins.list[tuple[str, int]]

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from runnerq import ActivityClient, ActivityContext, ActivityError, WorkerEngine
+from runnerq import ActivityClient, ActivityContext, ActivityError, Schedule, WorkerEngine
 from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer, free_port
 
@@ -131,6 +132,31 @@ async def test_worker_command_with_health_and_metrics(
         assert status == 200
         assert f'runnerq_activity_completed_total{{queue="{queue_name}"}} 3.0' in text
         assert "runnerq_activity_failed_non_retry_total" in text
+        # A schedule's ticks, per schedule as well as per queue.
+        thumbs = Schedule("thumbs", "resize_image", every=1, payload={"name": "t.png"})
+        await client.schedules.upsert(thumbs)
+        labels = {"queue": queue_name, "schedule": "thumbs", "outcome": "fired"}
+
+        async def ticked() -> bool:
+            _, text = await _http(port, "/metrics") or (0, "")
+            samples = [
+                sample
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            ]
+            per_schedule = [
+                s.value
+                for s in samples
+                if s.name == "runnerq_schedule_ticks_total" and s.labels == labels
+            ]
+            per_queue = [
+                s.value
+                for s in samples
+                if s.name == "runnerq_schedule_fired_total" and s.labels == {"queue": queue_name}
+            ]
+            return bool(per_schedule) and per_schedule[0] >= 1 and per_queue[0] >= per_schedule[0]
+
+        await eventually(ticked, timeout=20, what="a tick counted for its schedule")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:

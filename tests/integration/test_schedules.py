@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from runnerq import ActivityClient, ActivityContext, ConfigurationError
+from runnerq import ActivityClient, ActivityContext, ConfigurationError, InMemoryMetrics
 from runnerq.keys import QueueKeys
+from runnerq.metrics import SCHEDULE_FIRED, SCHEDULE_MISSED
 from runnerq.schedule import Schedule
 from runnerq.schedules import ScheduleConflictError, ScheduleFirer
 from tests.conftest import EngineFactory
@@ -149,6 +150,27 @@ async def test_missed_ticks_of_many_schedules_are_one_log_line(
     total = sum(info.state.missed for info in infos)
     assert len(infos) == 25 and total >= 25 * 10
     assert f": {total} tick(s) missed" in lines[0]
+
+
+async def test_ticks_are_counted_per_schedule_as_well(
+    client: ActivityClient, raw_redis: aioredis.Redis
+) -> None:
+    store = client.schedules
+    await store.upsert(Schedule("a", "t", every=60, catch_up="latest"))
+    await store.upsert(Schedule("b", "t", every=60))
+    for name in "ab":
+        await _backdate(raw_redis, client.queue_name, name, 600)
+    now = await store.redis_time()
+    if not 3 < now % 60 < 55:  # keep clear of an on-time tick (ON_TIME is 2 s)
+        await asyncio.sleep((63.5 - now % 60) % 60)
+    metrics = InMemoryMetrics()
+    await ScheduleFirer(client.store, metrics).fire_due()
+    state = {info.name: info.state for info in await store.list()}
+    by_schedule = dict(metrics.schedule_counters)
+    assert by_schedule[SCHEDULE_FIRED, "a"] == 1 and (SCHEDULE_FIRED, "b") not in by_schedule
+    assert by_schedule[SCHEDULE_MISSED, "a"] == state["a"].missed >= 9
+    assert by_schedule[SCHEDULE_MISSED, "b"] == state["b"].missed >= 10
+    assert metrics.counters[SCHEDULE_MISSED] == state["a"].missed + state["b"].missed
 
 
 async def test_a_retried_or_concurrent_firing_adds_nothing(

@@ -19,6 +19,10 @@ from runnerq.metrics import (
     SCHEDULE_FIRED,
     SCHEDULE_MISSED,
     SCHEDULE_SKIPPED,
+    FanoutMetrics,
+    InMemoryMetrics,
+    NoopMetrics,
+    ScheduleMetricsSink,
 )
 from runnerq.prometheus import DURATION_BUCKETS, PrometheusMetrics
 
@@ -172,3 +176,42 @@ def test_schedule_counters_are_there_at_zero_and_count() -> None:
     assert registry.get_sample_value("runnerq_schedule_fired_total", labels) == 3
     assert registry.get_sample_value("runnerq_schedule_skipped_total", labels) == 0
     assert registry.get_sample_value("runnerq_schedule_missed_total", labels) == 2
+
+
+def test_schedule_ticks_are_counted_per_schedule_too() -> None:
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusMetrics("reports", registry=registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    assert "# TYPE runnerq_schedule_ticks_total counter" in text  # described before any tick
+    sink.inc_schedule_counter(SCHEDULE_FIRED, "nightly", 2)
+    sink.inc_schedule_counter(SCHEDULE_FIRED, "nightly")
+    sink.inc_schedule_counter(SCHEDULE_MISSED, "hourly", 4)
+    sink.inc_schedule_counter("activity_completed", "hourly")  # not a schedule counter
+    value = registry.get_sample_value
+
+    def ticks(schedule: str, outcome: str) -> float | None:
+        labels = {"queue": "reports", "schedule": schedule, "outcome": outcome}
+        return value("runnerq_schedule_ticks_total", labels)
+
+    assert ticks("nightly", "fired") == 3
+    assert ticks("hourly", "missed") == 4
+    assert ticks("hourly", "fired") is None  # a series appears with its first tick
+    text = prometheus_client.generate_latest(registry).decode()
+    assert text.count("runnerq_schedule_ticks_total{") == 2
+
+
+def test_schedule_labels_can_be_left_out() -> None:
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusMetrics("reports", registry=registry, schedule_labels=False)
+    sink.inc_schedule_counter(SCHEDULE_FIRED, "nightly")
+    text = prometheus_client.generate_latest(registry).decode()
+    assert "runnerq_schedule_ticks_total{" not in text
+
+
+def test_fanout_and_in_memory_sinks_pass_schedules_on() -> None:
+    memory = InMemoryMetrics()
+    fanout = FanoutMetrics(NoopMetrics(), memory)
+    assert isinstance(fanout, ScheduleMetricsSink) and isinstance(memory, ScheduleMetricsSink)
+    assert not isinstance(NoopMetrics(), ScheduleMetricsSink)
+    fanout.inc_schedule_counter(SCHEDULE_SKIPPED, "s", 2)
+    assert memory.schedule_counters == {(SCHEDULE_SKIPPED, "s"): 2}
