@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--latency-samples", type=int, default=None)
     ap.add_argument("--sched-samples", type=int, default=None)
     ap.add_argument(
-        "--schedule-rounds", type=int, default=None, help="rounds of the schedule cost row (8)"
+        "--schedule-rounds", type=int, default=None, help="rounds of the schedule cost row (12)"
     )
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per processing run")
     ap.add_argument(

@@ -107,6 +107,8 @@ def rows_for(concurrencies: Sequence[int], n: int, enqueue_n: int, callers: int)
             "<1000 ms",
             _value("<", 1000),
         ),
+        Row("tick_python_us", "CPU per schedule tick fired, the firer's process", "us", False),
+        Row("tick_redis_us", "CPU per schedule tick fired, Redis", "us", False),
         Row("process_c10_no_schedules", "process, concurrency 10, no schedules", "/s", True),
         Row("process_c10_schedules", "process, concurrency 10, 10,000 schedules", "/s", True),
         Row(

@@ -19,9 +19,11 @@ part of the default run).
   written and moved to their first tick from now (none overdue: a worker joining a queue
   whose schedules are being fired finds them so), then an in-process worker until every
   no-op ran; the rate, and the CPU per activity of the worker and of Redis. Rounds alternate
-  the two, ``cost_rounds`` times; medians.
+  the two, ``cost_rounds`` times; the row is the median of each round's own difference;
+* CPU per tick fired: a firer alone over the same schedules (``tick-cost``).
 
-Run as ``python -m benchmarks.schedules worker|firer|cost-run ...`` for the subprocesses.
+Run as ``python -m benchmarks.schedules worker|firer|cost-run|tick-cost ...`` for the
+subprocesses.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from .stats import percentile
 __all__ = ["KEYS", "ScheduleSettings", "run_schedule_rows"]
 
 KEYS = (
+    "tick_python_us",
+    "tick_redis_us",
     "tick_workers_p50",
     "tick_workers_p99",
     "tick_firer_p50",
@@ -68,7 +72,7 @@ class ScheduleSettings:
     lateness_workers: int = 2
     cost_schedules: int = 10_000
     cost_n: int = 60_000
-    cost_rounds: int = 8
+    cost_rounds: int = 12
 
     @classmethod
     def quick(cls) -> ScheduleSettings:
@@ -96,6 +100,24 @@ def run_schedule_rows(
         finally:
             scenarios.flush()
         say(f"   {prefix}: " + ", ".join(f"{k}={c.value}" for k, c in out.items() if prefix in k))
+    scenarios.flush()
+    try:
+        got = _subprocess_json(
+            "tick-cost", "--url", url, "--schedules", str(ss.cost_schedules), "--n", "10"
+        )
+        share = got["per_s"] * got["python_us"] / 1e4  # percent of one core
+        note = (
+            f"{got['ticks']:.0f} ticks in 10 s ({got['per_s']:.0f}/s), firer alone, each "
+            f"schedule's first firing in that process; the firer's CPU is {share:.2f}% of one "
+            "core at that rate (Redis's idle CPU subtracted from its figure)"
+        )
+        out["tick_python_us"] = Cell(got["python_us"], note)
+        out["tick_redis_us"] = Cell(got["redis_us"], note)
+    except (subprocess.CalledProcessError, ValueError, KeyError) as exc:
+        out["tick_python_us"] = Cell(None, f"error: {exc}")
+    finally:
+        scenarios.flush()
+    say(f"   per tick: {out.get('tick_python_us')}, {out.get('tick_redis_us')}")
     out.update(_cost(scenarios, ad, ss, say))
     return out
 
@@ -262,9 +284,11 @@ def _cost(
     """Rounds alternate a run without schedules and one with ``cost_schedules`` (which goes
     first alternates too); each run is a fresh process (``cost-run`` below)."""
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    pairs: list[float] = []  # each round's loaded rate over its base rate
     notes: list[str] = []
     for round_no in range(ss.cost_rounds):
         order = (False, True) if round_no % 2 == 0 else (True, False)
+        this_round: dict[bool, float] = {}
         for with_schedules in order:
             scenarios.flush()
             try:
@@ -275,18 +299,25 @@ def _cost(
             finally:
                 scenarios.flush()
             runs[with_schedules].append(got)
+            this_round[with_schedules] = got["rate"]
             say(
                 f"   schedules={with_schedules}: {got['rate']:,.0f}/s, worker "
                 f"{got['python_us']:.1f} us + redis {got['redis_us']:.1f} us per activity"
                 + (f", {got['ticks']:.0f} ticks run" if with_schedules else "")
             )
+        if len(this_round) == 2:
+            pairs.append(this_round[True] / this_round[False])
 
     def median(with_schedules: bool, key: str) -> float | None:
         values = [r[key] for r in runs[with_schedules]]
         return statistics.median(values) if values else None
 
     base, loaded = median(False, "rate"), median(True, "rate")
-    cost = None if not base or loaded is None else (base - loaded) / base * 100
+    # The row: the median over rounds of each round's own difference (its two runs are
+    # minutes apart at most, so the machine's drift falls on both); the difference of the
+    # medians is in the note.
+    cost = (1 - statistics.median(pairs)) * 100 if pairs else None
+    of_medians = None if not base or loaded is None else (base - loaded) / base * 100
     cpu = {w: [r["python_us"] + r["redis_us"] for r in runs[w]] for w in (False, True)}
     cpu_note = ""
     if cpu[False] and cpu[True]:
@@ -294,7 +325,10 @@ def _cost(
         cpu_note = f"; CPU per activity (worker + Redis) {cpu0:.1f} -> {cpu1:.1f} us"
         cpu_note += f" ({(cpu1 / cpu0 - 1) * 100:+.1f}%)"
     rates = {w: [round(r["rate"]) for r in runs[w]] for w in (False, True)}
-    text = f"median of {ss.cost_rounds} alternating rounds{cpu_note}; rates {rates}"
+    text = f"median of {len(pairs)} rounds' own differences"
+    if of_medians is not None:
+        text += f" (difference of the medians: {of_medians:.1f}%)"
+    text += f"{cpu_note}; rates {rates}"
     note = "; ".join(dict.fromkeys(notes)) or None
     return {
         "process_c10_no_schedules": Cell(base, note, [float(x) for x in rates[False]] or None),
@@ -304,10 +338,14 @@ def _cost(
 
 
 def _cost_run(url: str, schedules: int, n: int) -> dict[str, float]:
+    return _subprocess_json("cost-run", "--url", url, "--schedules", str(schedules), "--n", str(n))
+
+
+def _subprocess_json(role: str, *args: str) -> dict[str, float]:
+    """Run ``python -m benchmarks.schedules ROLE ...``; its last line of output, as JSON."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
-    args = ["--url", url, "--schedules", str(schedules), "--n", str(n)]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.schedules", "cost-run", *args],
+        [sys.executable, "-m", "benchmarks.schedules", role, *args],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -385,32 +423,16 @@ def _cost_run_main(a: argparse.Namespace) -> None:
     process (concurrency 10, Prometheus metrics on, as in the processing rows) until every
     no-op has run. Prints the rate (activities run per second, the ticks' included) and the
     CPU per activity of this process and of Redis, from the worker's start to the end."""
-    import redis
-
     from runnerq import ActivityClient, ActivityContext, WorkerEngine
-    from runnerq.keys import QueueKeys
     from runnerq.prometheus import PrometheusMetrics
-    from runnerq.triggers import make_trigger
-
-    def redis_cpu(r: redis.Redis) -> float:
-        info = r.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     async def run() -> None:
-        r = redis.Redis.from_url(a.url)
         async with ActivityClient(a.url, "bench") as client:
             for start in range(0, a.n, 5000):
                 batch = range(start, min(a.n, start + 5000))
                 await client.enqueue_many(("noop", {"i": i}) for i in batch)
             if a.schedules:
-                crons = {f"s{i}": f"{i % 60} * * * * *" for i in range(a.schedules)}
-                await _upsert(a.url, [(name, {"cron": c}) for name, c in crons.items()])
-                now = await client.schedules.redis_time()
-                nexts = {
-                    name: round(make_trigger(c, None).next_after(now) * 1000)
-                    for name, c in crons.items()
-                }
-                r.zadd(QueueKeys("bench").schedule_next, nexts, xx=True)
+                await _spread_schedules(a.url, a.schedules)
             engine = WorkerEngine(a.url, "bench", max_workers=10, metrics=PrometheusMetrics("b"))
             ran = ticks = 0
             done = asyncio.Event()
@@ -427,10 +449,10 @@ def _cost_run_main(a: argparse.Namespace) -> None:
                 nonlocal ticks
                 ticks += 1
 
-            redis0, py0, t0 = redis_cpu(r), time.process_time(), time.perf_counter()
+            redis0, py0, t0 = _redis_cpu(a.url), time.process_time(), time.perf_counter()
             runner = asyncio.ensure_future(engine.start())
             await done.wait()
-            t1, py1, redis1 = time.perf_counter(), time.process_time(), redis_cpu(r)
+            t1, py1, redis1 = time.perf_counter(), time.process_time(), _redis_cpu(a.url)
             total = ran + ticks
             await engine.stop()
             await runner
@@ -448,14 +470,85 @@ def _cost_run_main(a: argparse.Namespace) -> None:
     asyncio.run(run())
 
 
+async def _spread_schedules(url: str, count: int) -> None:
+    """``count`` schedules, each firing once a minute on its own second (``S * * * * *``), each
+    moved to its first tick from now (as a firer running all along would have left them)."""
+    import redis.asyncio as aioredis
+
+    from runnerq.keys import QueueKeys
+    from runnerq.triggers import make_trigger
+
+    crons = {f"s{i}": f"{i % 60} * * * * *" for i in range(count)}
+    await _upsert(url, [(name, {"cron": c}) for name, c in crons.items()])
+    r = aioredis.Redis.from_url(url)
+    try:
+        seconds, micros = await r.time()
+        now = int(seconds) + int(micros) / 1e6
+        nexts = {n: round(make_trigger(c, None).next_after(now) * 1000) for n, c in crons.items()}
+        await r.zadd(QueueKeys("bench").schedule_next, nexts, xx=True)
+    finally:
+        await r.aclose()
+
+
+def _redis_cpu(url: str) -> float:
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _tick_cost_main(a: argparse.Namespace) -> None:
+    """The CPU one fired tick costs: ``--schedules`` spread schedules, a ``ScheduleFirer``
+    alone in this process firing them for ``--n`` seconds (each schedule's first firing in
+    the process: its definition parsed and its version read once); this process's CPU and
+    Redis's (less Redis's own idle CPU, measured over 2 s before) per tick fired."""
+    from runnerq import ActivityClient
+    from runnerq.schedules import ScheduleFirer
+
+    idle0 = _redis_cpu(a.url)
+    time.sleep(2.0)
+    idle_per_s = (_redis_cpu(a.url) - idle0) / 2.0
+    asyncio.run(_spread_schedules(a.url, a.schedules))
+
+    async def loop() -> dict[str, float]:
+        async with ActivityClient(a.url, "bench") as client:
+            firer = ScheduleFirer(client.store)
+            stats = client.store.keys.stats
+            enqueued0 = int(await client.store.redis.hget(stats, "enqueued") or 0)
+            py0, redis0, t0 = time.process_time(), _redis_cpu(a.url), time.perf_counter()
+            end = t0 + a.n
+            while time.perf_counter() < end:
+                wait = await firer.fire_due()
+                if wait is None or wait > 0:
+                    await asyncio.sleep(min(1.0, wait or 1.0, max(0.0, end - time.perf_counter())))
+            py1, redis1, t1 = time.process_time(), _redis_cpu(a.url), time.perf_counter()
+            ticks = int(await client.store.redis.hget(stats, "enqueued") or 0) - enqueued0
+        redis_s = max(0.0, redis1 - redis0 - idle_per_s * (t1 - t0))
+        return {
+            "ticks": ticks,
+            "per_s": ticks / (t1 - t0),
+            "python_us": (py1 - py0) / max(1, ticks) * 1e6,
+            "redis_us": redis_s / max(1, ticks) * 1e6,
+        }
+
+    print(json.dumps(asyncio.run(loop())))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.schedules")
-    ap.add_argument("role", choices=["worker", "firer", "cost-run"])
+    ap.add_argument("role", choices=["worker", "firer", "cost-run", "tick-cost"])
     ap.add_argument("--url", required=True)
     ap.add_argument("--schedules", type=int, default=10)
     ap.add_argument("--n", type=int, default=60_000)
     a = ap.parse_args(argv)
-    {"worker": _worker, "firer": _firer, "cost-run": _cost_run_main}[a.role](a)
+    roles = {
+        "worker": _worker,
+        "firer": _firer,
+        "cost-run": _cost_run_main,
+        "tick-cost": _tick_cost_main,
+    }
+    roles[a.role](a)
 
 
 if __name__ == "__main__":

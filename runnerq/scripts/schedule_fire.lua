@@ -40,7 +40,8 @@ local function fire(state, a)
       return { 0 }
     end
   end
-  if n > 0 and redis.call('HGET', state, 'version') ~= ARGV[a + 6] then
+  local progress = redis.call('HMGET', state, 'version', 'last_activity_id')
+  if n > 0 and progress[1] ~= ARGV[a + 6] then
     return { -2 }
   end
   for i = first, stop, 3 do
@@ -49,7 +50,7 @@ local function fire(state, a)
     end
   end
   local forbid = ARGV[a + 3] == 'forbid'
-  local last = redis.call('HGET', state, 'last_activity_id')
+  local last = progress[2]
   local rank = tonumber(ARGV[a + 5])
   local created, skipped, fired = 0, 0, 0
   local last_tick
@@ -67,13 +68,20 @@ local function fire(state, a)
       last_tick = tick
     end
   end
+  local fields = {}
   if not manual then
     redis.call('ZADD', next_set, ARGV[a + 2], name)
-    redis.call('HSET', state, 'next_tick', ARGV[a + 2])
+    fields = { 'next_tick', ARGV[a + 2] }
   end
   if fired > 0 then
-    redis.call('HSET', state, 'last_activity_id', last, 'last_tick', last_tick)
+    fields[#fields + 1] = 'last_activity_id'
+    fields[#fields + 1] = last
+    fields[#fields + 1] = 'last_tick'
+    fields[#fields + 1] = last_tick
     redis.call('HINCRBY', state, 'fired', fired)
+  end
+  if #fields > 0 then
+    redis.call('HSET', state, unpack(fields))
   end
   if skipped > 0 then
     redis.call('HINCRBY', state, 'skipped', skipped)
