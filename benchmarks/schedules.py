@@ -17,9 +17,11 @@ part of the default run).
   ``S * * * * *``, S spread over 0-59: about cost_schedules/60 ticks a second), against none.
   Each run is a fresh process (``cost-run``): ``cost_n`` no-ops enqueued, the schedules
   written and moved to their first tick from now (none overdue: a worker joining a queue
-  whose schedules are being fired finds them so), then an in-process worker until every
-  no-op ran; the rate, and the CPU per activity of the worker and of Redis. Rounds alternate
-  the two, ``cost_rounds`` times; the row is the median of each round's own difference;
+  whose schedules are being fired finds them so), on the worker's queue or, for the side
+  without, on a queue nobody serves (the same writing, and a Redis of the same size), then
+  an in-process worker until every no-op ran; the rate, and the CPU per activity of the
+  worker and of Redis. Rounds alternate the two, ``cost_rounds`` times; the row is the
+  median of each round's own difference;
 * CPU per tick fired: a firer alone over the same schedules (``tick-cost``).
 
 Run as ``python -m benchmarks.schedules worker|firer|cost-run|tick-cost ...`` for the
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -292,7 +295,7 @@ def _cost(
         for with_schedules in order:
             scenarios.flush()
             try:
-                got = _cost_run(ad.url, ss.cost_schedules if with_schedules else 0, ss.cost_n)
+                got = _cost_run(ad.url, ss.cost_schedules, ss.cost_n, with_schedules)
             except (subprocess.CalledProcessError, ValueError) as exc:
                 notes.append(f"a run failed: {exc}")
                 continue
@@ -337,8 +340,9 @@ def _cost(
     }
 
 
-def _cost_run(url: str, schedules: int, n: int) -> dict[str, float]:
-    return _subprocess_json("cost-run", "--url", url, "--schedules", str(schedules), "--n", str(n))
+def _cost_run(url: str, schedules: int, n: int, fire: bool) -> dict[str, float]:
+    args = ["--url", url, "--schedules", str(schedules), "--n", str(n)]
+    return _subprocess_json("cost-run", *args, *(["--fire"] if fire else []))
 
 
 def _subprocess_json(role: str, *args: str) -> dict[str, float]:
@@ -358,10 +362,10 @@ def _subprocess_json(role: str, *args: str) -> dict[str, float]:
     return values
 
 
-async def _upsert(url: str, specs: list[tuple[str, dict[str, Any]]]) -> None:
+async def _upsert(url: str, specs: list[tuple[str, dict[str, Any]]], queue: str = "bench") -> None:
     from runnerq import ActivityClient, Schedule
 
-    async with ActivityClient(url, "bench") as client:
+    async with ActivityClient(url, queue) as client:
         store = client.schedules
         for i in range(0, len(specs), 200):
             await asyncio.gather(
@@ -417,12 +421,13 @@ def _firer(a: argparse.Namespace) -> None:
 
 
 def _cost_run_main(a: argparse.Namespace) -> None:
-    """One run of the cost rows: ``--n`` no-ops enqueued, then (with ``--schedules``) the
-    schedules written, each moved to its first tick from now (as a firer running all along
-    would have left them: none is overdue when the worker starts), then a worker in this
-    process (concurrency 10, Prometheus metrics on, as in the processing rows) until every
-    no-op has run. Prints the rate (activities run per second, the ticks' included) and the
-    CPU per activity of this process and of Redis, from the worker's start to the end."""
+    """One run of the cost rows: ``--n`` no-ops enqueued, then ``--schedules`` schedules
+    written, each moved to its first tick from now (as a firer running all along would have
+    left them: none is overdue when the worker starts), on the worker's queue with
+    ``--fire``, else on a queue nobody serves; then a worker in this process (concurrency
+    10, Prometheus metrics on, as in the processing rows) until every no-op has run. Prints
+    the rate (activities run per second, the ticks' included) and the CPU per activity of
+    this process and of Redis, from the worker's start to the end."""
     from runnerq import ActivityClient, ActivityContext, WorkerEngine
     from runnerq.prometheus import PrometheusMetrics
 
@@ -431,8 +436,10 @@ def _cost_run_main(a: argparse.Namespace) -> None:
             for start in range(0, a.n, 5000):
                 batch = range(start, min(a.n, start + 5000))
                 await client.enqueue_many(("noop", {"i": i}) for i in batch)
-            if a.schedules:
-                await _spread_schedules(a.url, a.schedules)
+            # Both sides write the schedules (the same work, and the same size of Redis):
+            # on this queue, or on one no worker serves (the side without).
+            await _spread_schedules(a.url, a.schedules, "bench" if a.fire else "bench-idle")
+            gc.collect()  # (the writing's garbage: not the worker's to collect)
             engine = WorkerEngine(a.url, "bench", max_workers=10, metrics=PrometheusMetrics("b"))
             ran = ticks = 0
             done = asyncio.Event()
@@ -470,22 +477,23 @@ def _cost_run_main(a: argparse.Namespace) -> None:
     asyncio.run(run())
 
 
-async def _spread_schedules(url: str, count: int) -> None:
-    """``count`` schedules, each firing once a minute on its own second (``S * * * * *``), each
-    moved to its first tick from now (as a firer running all along would have left them)."""
+async def _spread_schedules(url: str, count: int, queue: str = "bench") -> None:
+    """``count`` schedules on ``queue``, each firing once a minute on its own second
+    (``S * * * * *``), each moved to its first tick from now (as a firer running all along
+    would have left them)."""
     import redis.asyncio as aioredis
 
     from runnerq.keys import QueueKeys
     from runnerq.triggers import make_trigger
 
     crons = {f"s{i}": f"{i % 60} * * * * *" for i in range(count)}
-    await _upsert(url, [(name, {"cron": c}) for name, c in crons.items()])
+    await _upsert(url, [(name, {"cron": c}) for name, c in crons.items()], queue)
     r = aioredis.Redis.from_url(url)
     try:
         seconds, micros = await r.time()
         now = int(seconds) + int(micros) / 1e6
         nexts = {n: round(make_trigger(c, None).next_after(now) * 1000) for n, c in crons.items()}
-        await r.zadd(QueueKeys("bench").schedule_next, nexts, xx=True)
+        await r.zadd(QueueKeys(queue).schedule_next, nexts, xx=True)
     finally:
         await r.aclose()
 
@@ -541,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--url", required=True)
     ap.add_argument("--schedules", type=int, default=10)
     ap.add_argument("--n", type=int, default=60_000)
+    ap.add_argument("--fire", action="store_true", help="cost-run: the schedules on its queue")
     a = ap.parse_args(argv)
     roles = {
         "worker": _worker,
