@@ -227,7 +227,7 @@ class ScheduleState:
     fired: int = 0
     skipped: int = 0  # overlap (concurrency "forbid")
     missed: int = 0  # catch-up and starting deadline
-    version: str = ""  # changes with every upsert: ids of ticks fired before differ
+    version: str = ""  # made from the definition: changes with it, and so do the tick ids
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

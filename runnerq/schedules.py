@@ -76,6 +76,14 @@ def schedule_activity_id(queue: str, name: str, version: str, tick_ms: int) -> s
     return digest[:32]
 
 
+def definition_version(definition: str) -> str:
+    """A schedule's version: made from its stored definition, so it changes with every change
+    of definition, and a firer that has read the definition knows it without reading the
+    progress (runnerq before 2026-12 wrote random versions: a firer finds out from the
+    script's refusal, and reads the stored one)."""
+    return hashlib.sha256(definition.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -99,15 +107,16 @@ class ScheduleStore:
         ``ScheduleConflictError`` when another owner has that name, unless ``take_over``."""
         k = self._keys
         first = schedule.trigger.next_after(await self.redis_time())
+        definition = schedule.to_json()
         reply = await self._scripts.schedule_upsert(
             keys=[k.schedules, k.schedule_next, k.schedule_state(schedule.name), k.notify],
             args=[
                 schedule.name,
-                schedule.to_json(),
+                definition,
                 schedule.owner,
                 _ms(first),
                 int(schedule.suspended),
-                secrets.token_hex(8),
+                definition_version(definition),
                 int(take_over),
                 NOTIFY_CAP,
             ],
@@ -293,9 +302,10 @@ class ScheduleFirer:
         )
         # name -> (its stored JSON, parsed): as many entries as the queue has schedules
         self._parsed: dict[str, tuple[str, Schedule | ConfigurationError]] = {}
-        # name -> the version its stored JSON was written with (read once per definition:
-        # a firing with a stale one is refused by the script, and read again)
+        # name -> the version of its definition (made from it; read from its progress when
+        # the script refused that one: see definition_version)
         self._versions: dict[str, str] = {}
+        self._read_version: set[str] = set()  # names whose version is to be read
         self._broken_logged: set[str | tuple[str, str]] = set()
 
     async def fire_due(self) -> float | None:
@@ -306,26 +316,32 @@ class ScheduleFirer:
         reply = await scripts.schedule_due(keys=[k.schedules, k.schedule_next], args=[_DUE_BATCH])
         now_ms, later_ms = int(reply[0]), int(reply[1])
         now = now_ms / 1000.0
+        raws = [str(reply[i + 2]) for i in range(2, len(reply), 3)]
         due = [
-            (str(reply[i]), int(reply[i + 1]), self._parse(str(reply[i]), str(reply[i + 2])))
-            for i in range(2, len(reply), 3)
+            (str(reply[i]), int(reply[i + 1]), self._parse(str(reply[i]), raw))
+            for i, raw in zip(range(2, len(reply), 3), raws, strict=True)
         ]
         if not due:
             return None if later_ms < 0 else later_ms / 1000.0
         versions = self._versions
-        # Progress is read for a definition not seen before, and for "replace" (the
-        # previous run, to cancel): nothing else needs it.
+        # Progress is read for "replace" (the previous run, to cancel) and where the version
+        # made from the definition was refused (written by an older runnerq): nothing else
+        # needs it.
         wanted = [
             name
             for name, _, schedule in due
-            if schedule is not None and (name not in versions or schedule.concurrency == "replace")
+            if schedule is not None
+            and (name in self._read_version or schedule.concurrency == "replace")
         ]
         progress = await self._progress(wanted) if wanted else {}
         for name, (version, _) in progress.items():
             versions[name] = version
+            self._read_version.discard(name)
         blocks: builtins.list[FireBlock] = []
         fired: builtins.list[tuple[int, str, Plan]] = []  # (index in blocks, name, firing)
-        for name, stored_ms, schedule in due:
+        for (name, stored_ms, schedule), raw in zip(due, raws, strict=True):
+            if schedule is not None and name not in versions:
+                versions[name] = definition_version(raw)
             if schedule is not None and not versions[name]:
                 self._unversioned(name)
                 schedule = None
@@ -349,9 +365,11 @@ class ScheduleFirer:
             status = int(result[0])
             if status == 1:
                 self._count(name, firing, int(result[2]), missed, skipped)
-            elif status == -2:  # changed since its version was read: read it again
+            elif status == -2:  # not the stored version
                 versions.pop(name, None)
-                again = again or name not in progress  # (a version kept from before: at once)
+                if name not in progress:  # (one not read just now: read it, at once)
+                    self._read_version.add(name)
+                    again = True
         self._log_batch(missed, skipped)
         if again:
             return 0.0
