@@ -196,8 +196,7 @@ class Schedule:
         bad value (nothing is guessed or dropped)."""
         if not isinstance(doc, dict):
             raise ConfigurationError(f"a schedule is an object, not {type(doc).__name__}")
-        known = {f.name for f in fields(cls)} - {"trigger"}
-        unknown = sorted(set(doc) - known)
+        unknown = sorted(set(doc) - _STORED_FIELDS)
         if unknown:
             raise ConfigurationError(f"unknown schedule field(s): {', '.join(unknown)}")
         values = dict(doc)
@@ -215,6 +214,10 @@ class Schedule:
         except ValueError as exc:
             raise ConfigurationError(f"stored schedule is not JSON: {exc}") from None
         return cls.from_dict(doc)
+
+
+# The fields of a schedule's stored form (every field but the trigger, made from them).
+_STORED_FIELDS = frozenset(f.name for f in fields(Schedule)) - {"trigger"}
 
 
 @dataclass(frozen=True, slots=True)
