@@ -316,11 +316,10 @@ class ScheduleFirer:
         reply = await scripts.schedule_due(keys=[k.schedules, k.schedule_next], args=[_DUE_BATCH])
         now_ms, later_ms = int(reply[0]), int(reply[1])
         now = now_ms / 1000.0
-        raws = [str(reply[i + 2]) for i in range(2, len(reply), 3)]
-        due = [
-            (str(reply[i]), int(reply[i + 1]), self._parse(str(reply[i]), raw))
-            for i, raw in zip(range(2, len(reply), 3), raws, strict=True)
-        ]
+        due = []  # (name, its stored next tick, its stored JSON, parsed or None)
+        for i in range(2, len(reply), 3):
+            name, raw = str(reply[i]), str(reply[i + 2])
+            due.append((name, int(reply[i + 1]), raw, self._parse(name, raw)))
         if not due:
             return None if later_ms < 0 else later_ms / 1000.0
         versions = self._versions
@@ -329,7 +328,7 @@ class ScheduleFirer:
         # needs it.
         wanted = [
             name
-            for name, _, schedule in due
+            for name, _, _, schedule in due
             if schedule is not None
             and (name in self._read_version or schedule.concurrency == "replace")
         ]
@@ -339,7 +338,7 @@ class ScheduleFirer:
             self._read_version.discard(name)
         blocks: builtins.list[FireBlock] = []
         fired: builtins.list[tuple[int, str, Plan]] = []  # (index in blocks, name, firing)
-        for (name, stored_ms, schedule), raw in zip(due, raws, strict=True):
+        for name, stored_ms, raw, schedule in due:
             if schedule is not None and name not in versions:
                 versions[name] = definition_version(raw)
             if schedule is not None and not versions[name]:

@@ -55,6 +55,7 @@ class SlotPool:
         self._metrics = metrics
         self._acks = acks
         self._backoff = state.settings.backoff
+        self._keep_lease = client.settings.claim_history  # (in each result: see outcome.py)
         self.running = state.running
         self.deadlines = Deadlines(self._timed_out)
         self.tasks: list[asyncio.Task[None]] = []
@@ -261,8 +262,7 @@ class SlotPool:
         progressed = ctx._progress is not None
         if progressed:
             await _settle_progress(ctx, True)
-        keep_lease = self._client.settings.claim_history
-        ack = completed(record, token, result, time.time(), progressed, keep_lease)
+        ack = completed(record, token, result, time.time(), progressed, self._keep_lease)
         if type(ack) is DeadLetter:
             metrics.inc_counter(ACTIVITY_FAILED_NON_RETRY)
         self._acks.add(ack)

@@ -133,6 +133,7 @@ class QueueStore:
     def __init__(self, client: aioredis.Redis, settings: QueueSettings, scripts: Scripts) -> None:
         self.redis = client
         self.settings = settings
+        self._claim_history_arg = 1 if settings.claim_history else 0  # (claim.lua's ARGV[4])
         self.keys = QueueKeys(settings.name)
         self.scripts = scripts
         self.is_cluster = isinstance(client, RedisCluster)
@@ -358,7 +359,7 @@ class QueueStore:
         """The claim's call: claim_limited.lua with the limits' keys while the queue needs them,
         else claim.lua (a claim with the one a queue does not need claims nothing and says
         so: ``parse_claim``)."""
-        args = [count, _ms(lease), worker_id, 1 if self.settings.claim_history else 0]
+        args = [count, _ms(lease), worker_id, self._claim_history_arg]
         if self.claim_limited:
             return ScriptCall(self.scripts.claim_limited, self._claim_keys, args)
         return ScriptCall(self.scripts.claim, self._claim_plain, args)
